@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * abi.h — the single source of every map layout strait shares between the
+ * kernel and the agent.
+ *
+ * Rules (the TypeScript codecs in src/bpf/abi.ts mirror these structs and a
+ * test compares them field by field with the BTF of the compiled object):
+ *  - every key and value is a named struct, so `bpftool map dump` prints fields;
+ *  - padding is explicit and must be written as zero (hash keys compare bytes);
+ *  - __be16/__be32 fields are in network byte order, everything else is host order;
+ *  - each size is pinned by a _Static_assert: changing one is an ABI change that
+ *    makes a restarted agent replace (not adopt) the pinned map.
+ */
+#ifndef STRAIT_ABI_H
+#define STRAIT_ABI_H
+
+#include <linux/types.h>
+
+/* ---- services{4,6}: frontend (VIP/NodePort/LB address, port, proto) ---- */
+
+/* lb{4,6}_key.scope: which traffic a frontend entry serves. A Service whose
+ * internal and external traffic policies select different backends has two
+ * entries and LB_F_TWO_SCOPES on the external one. */
+#define LB_SCOPE_EXTERNAL 0
+#define LB_SCOPE_INTERNAL 1
+
+struct lb4_key {
+	__be32 addr;  /* frontend address */
+	__be16 port;  /* frontend port */
+	__u8 proto;   /* IPPROTO_TCP / IPPROTO_UDP / IPPROTO_SCTP */
+	__u8 scope;   /* LB_SCOPE_* */
+};
+_Static_assert(sizeof(struct lb4_key) == 8, "lb4_key size");
+
+struct lb6_key {
+	__u8 addr[16]; /* frontend address */
+	__be16 port;   /* frontend port */
+	__u8 proto;    /* IPPROTO_* */
+	__u8 scope;    /* LB_SCOPE_* */
+};
+_Static_assert(sizeof(struct lb6_key) == 20, "lb6_key size");
+
+/* lb_service.flags */
+#define LB_F_AFFINITY          (1 << 0) /* sessionAffinity: ClientIP */
+#define LB_F_LOCAL_EXTERNAL    (1 << 1) /* externalTrafficPolicy: Local */
+#define LB_F_LOCAL_INTERNAL    (1 << 2) /* internalTrafficPolicy: Local */
+#define LB_F_DSR               (1 << 3) /* remote backends reached by DSR */
+#define LB_F_SOURCE_RANGES     (1 << 4) /* loadBalancerSourceRanges apply */
+#define LB_F_TWO_SCOPES        (1 << 5) /* an LB_SCOPE_INTERNAL entry exists */
+#define LB_F_REJECT_NO_ENDPOINTS (1 << 6) /* count == 0: ICMP unreachable, not drop */
+
+/* lb_service.kind: what kind of frontend this is */
+#define LB_KIND_CLUSTER_IP    0
+#define LB_KIND_NODE_PORT     1
+#define LB_KIND_EXTERNAL_IP   2
+#define LB_KIND_LOAD_BALANCER 3
+
+/* lb_service.algorithm */
+#define LB_ALG_RANDOM 0 /* slot = 1 + flow hash % backend_count, service_slots */
+#define LB_ALG_MAGLEV 1 /* maglev[service_id][flow hash % MAGLEV_TABLE_SIZE] */
+
+struct lb_service {
+	__u32 service_id;       /* key into service_slots / maglev / affinity */
+	__u32 backend_count;    /* slots 1..count exist; 0 = no endpoints */
+	__u32 rev_nat_id;       /* key into revnat{4,6}: what replies become */
+	__u32 affinity_timeout; /* seconds, with LB_F_AFFINITY */
+	__u16 flags;            /* LB_F_* */
+	__u8 kind;              /* LB_KIND_* */
+	__u8 algorithm;         /* LB_ALG_* */
+};
+_Static_assert(sizeof(struct lb_service) == 20, "lb_service size");
+
+/* ---- service_slots: (service, slot) -> backend; slot 0 is never used ---- */
+
+struct lb_slot_key {
+	__u32 service_id;
+	__u32 slot; /* 1..backend_count */
+};
+_Static_assert(sizeof(struct lb_slot_key) == 8, "lb_slot_key size");
+
+struct lb_slot {
+	__u32 backend_id; /* key into backends{4,6} */
+};
+_Static_assert(sizeof(struct lb_slot) == 4, "lb_slot size");
+
+/* ---- maglev: hash of maps, service id -> array[MAGLEV_TABLE_SIZE] of backend ids ---- */
+#define MAGLEV_TABLE_SIZE 16381 /* prime; the agent builds and swaps whole tables */
+
+/* ---- backends{4,6}: backend id (__u32) -> backend ---- */
+
+#define BE_STATE_ACTIVE      0
+#define BE_STATE_TERMINATING 1 /* serving but terminating: only when no ready ones */
+#define BE_STATE_QUARANTINED 2 /* kept for existing flows, never selected */
+
+#define BE_F_LOCAL (1 << 0) /* runs on this node */
+
+struct lb4_backend {
+	__be32 addr;      /* pod (or host) address */
+	__be32 node_addr; /* node hosting it, DSR/SNAT next hop; 0 = unknown */
+	__be16 port;      /* target port */
+	__u8 proto;       /* IPPROTO_* */
+	__u8 state;       /* BE_STATE_* */
+	__u8 flags;       /* BE_F_* */
+	__u8 pad;
+	__u16 zone;       /* agent-assigned zone id; 0 = none */
+};
+_Static_assert(sizeof(struct lb4_backend) == 16, "lb4_backend size");
+
+struct lb6_backend {
+	__u8 addr[16];
+	__u8 node_addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 state;
+	__u8 flags;
+	__u8 pad;
+	__u16 zone;
+};
+_Static_assert(sizeof(struct lb6_backend) == 40, "lb6_backend size");
+
+/* ---- revnat{4,6}: rev-NAT id (__u32) -> the frontend replies come from ---- */
+
+struct lb4_revnat {
+	__be32 addr;
+	__be16 port;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct lb4_revnat) == 8, "lb4_revnat size");
+
+struct lb6_revnat {
+	__u8 addr[16];
+	__be16 port;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct lb6_revnat) == 20, "lb6_revnat size");
+
+/* ---- ct{4,6}: connection tracking (LRU) ----
+ *
+ * A translated flow client C:cp -> VIP V:vp -> backend B:bp owns two entries:
+ *   CT_DIR_SERVICE {C, V, cp, vp}: the original tuple; keeps the flow on its
+ *                                  backend when slots change.
+ *   CT_DIR_REPLY   {B, C, bp, cp}: the reply as it leaves the backend; only
+ *                                  replies with this entry are reverse-NATed.
+ * The VIP is part of the service key, so one backend behind several VIPs
+ * never shares an entry between them (cilium#11810).
+ * ICMP echo uses sport = echo id, dport = 0.
+ */
+#define CT_DIR_SERVICE 0
+#define CT_DIR_REPLY   1
+
+struct ct4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* CT_DIR_* */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct ct4_key) == 16, "ct4_key size");
+
+struct ct6_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct ct6_key) == 40, "ct6_key size");
+
+/* ct_entry.flags */
+#define CT_F_SEEN_REPLY  (1 << 0) /* the backend answered */
+#define CT_F_ESTABLISHED (1 << 1) /* TCP: past the handshake */
+#define CT_F_CLOSING     (1 << 2) /* TCP: FIN or RST seen; short expiry, sticky */
+#define CT_F_SNAT        (1 << 3) /* source rewritten to the node (north-south) */
+#define CT_F_DSR         (1 << 4) /* delivered by DSR */
+
+struct ct_entry {
+	__u64 expires;    /* bpf_ktime_get_ns() deadline; past it the entry is a miss */
+	__u32 backend_id; /* chosen backend */
+	__u32 rev_nat_id; /* frontend the replies are rewritten to */
+	__u16 flags;      /* CT_F_* */
+	__u8 tcp_flags;   /* union of TCP flags seen in this direction */
+	__u8 pad;
+	__u32 created;    /* bpf_ktime_get_ns() / 1e9 at creation */
+};
+_Static_assert(sizeof(struct ct_entry) == 24, "ct_entry size");
+
+/* ---- frag4: IPv4 fragments after the first follow the first (LRU) ---- */
+
+#define FRAG_REWRITE_DADDR 0 /* ingress DNAT: daddr := addr */
+#define FRAG_REWRITE_SADDR 1 /* egress reverse NAT: saddr := addr */
+
+struct frag4_key {
+	__be32 saddr; /* as the fragments arrive (before translation) */
+	__be32 daddr;
+	__be16 id;    /* IPv4 identification */
+	__u8 proto;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct frag4_key) == 12, "frag4_key size");
+
+struct frag4_entry {
+	__be32 addr;  /* the replacement address */
+	__u8 rewrite; /* FRAG_REWRITE_* */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct frag4_entry) == 8, "frag4_entry size");
+
+/* ---- snat{4,6}: NodePort SNAT port allocations (LRU), north-south ---- */
+
+struct snat4_key {
+	__be32 addr; /* node address and allocated port (reply direction key) */
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct snat4_key) == 8, "snat4_key size");
+
+struct snat4_entry {
+	__be32 addr; /* original client address and port */
+	__be16 port;
+	__u8 pad[2];
+	__u64 expires;
+};
+_Static_assert(sizeof(struct snat4_entry) == 16, "snat4_entry size");
+
+struct snat6_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct snat6_key) == 20, "snat6_key size");
+
+struct snat6_entry {
+	__u8 addr[16];
+	__be16 port;
+	__u8 pad[6];
+	__u64 expires;
+};
+_Static_assert(sizeof(struct snat6_entry) == 32, "snat6_entry size");
+
+/* ---- affinity{4,6}: sessionAffinity ClientIP (LRU) ----
+ * tc keys on the client address (netns_cookie 0); socket LB keys on the
+ * netns cookie (client address zero). */
+
+struct affinity4_key {
+	__u64 netns_cookie;
+	__u32 service_id;
+	__be32 client;
+};
+_Static_assert(sizeof(struct affinity4_key) == 16, "affinity4_key size");
+
+struct affinity6_key {
+	__u64 netns_cookie;
+	__u32 service_id;
+	__u8 client[16];
+	__u8 pad[4];
+};
+_Static_assert(sizeof(struct affinity6_key) == 32, "affinity6_key size");
+
+struct affinity_entry {
+	__u64 last_used; /* bpf_ktime_get_ns() */
+	__u32 backend_id;
+	__u8 pad[4];
+};
+_Static_assert(sizeof(struct affinity_entry) == 16, "affinity_entry size");
+
+/* ---- source_ranges{4,6}: LPM trie; prefixlen counts service_id's 32 bits too ---- */
+
+struct srange4_key {
+	__u32 prefixlen; /* 32 + CIDR length */
+	__u32 service_id;
+	__be32 addr;
+};
+_Static_assert(sizeof(struct srange4_key) == 12, "srange4_key size");
+
+struct srange6_key {
+	__u32 prefixlen;
+	__u32 service_id;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct srange6_key) == 24, "srange6_key size");
+
+struct srange_entry {
+	__u8 allow; /* 1 */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct srange_entry) == 4, "srange_entry size");
+
+/* ---- config: one entry (key 0) of node facts, written by the agent ---- */
+
+#define NODE_MODE_SOCKET_LB (1 << 0)
+#define NODE_MODE_DSR       (1 << 1)
+#define NODE_MODE_XDP       (1 << 2)
+
+#define NODE_MAX_UPLINKS 4
+
+struct node_config {
+	__be32 addr4;                            /* SNAT / ICMP source, IPv4 */
+	__u8 addr6[16];                          /* SNAT / ICMP source, IPv6 */
+	__u32 uplink_ifindex[NODE_MAX_UPLINKS];  /* 0 = unused */
+	__u32 modes;                             /* NODE_MODE_* */
+	__u16 nodeport_min;
+	__u16 nodeport_max;
+	__u16 snat_port_min;
+	__u16 snat_port_max;
+};
+_Static_assert(sizeof(struct node_config) == 48, "node_config size");
+
+/* ---- metrics: per-CPU array; index = METRICS_INDEX(reason, dir) ----
+ * An array map needs an integer key, so {reason, direction} is packed into
+ * it; the agent sums the per-CPU values. */
+#define METRIC_DIR_INGRESS 0
+#define METRIC_DIR_EGRESS  1
+#define METRIC_DIRS        2
+#define METRIC_REASONS     64
+#define METRICS_INDEX(reason, dir) ((dir) * METRIC_REASONS + (reason))
+#define METRICS_MAX (METRIC_DIRS * METRIC_REASONS)
+
+struct metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct metrics_value) == 16, "metrics_value size");
+
+/* Every verdict is counted under one reason. Values 1..31 are outcomes, 32..63
+ * are drops. The TypeScript names live in src/bpf/abi.ts; keep both in step. */
+enum metric_reason {
+	REASON_UNSPEC = 0,
+	REASON_PASS = 1,               /* not Service traffic: left to the stack */
+	REASON_SERVICE_DNAT = 2,       /* translated to a backend */
+	REASON_REVNAT = 3,             /* reply rewritten back to the frontend */
+	REASON_ICMP_ERROR_XLATE = 4,   /* ICMP error about a tracked flow translated */
+	REASON_FRAG_XLATE = 5,         /* non-first IPv4 fragment followed its first */
+	REASON_NO_ENDPOINTS_REPLY = 6, /* ICMP port unreachable sent */
+	REASON_CT_RACE_JOINED = 7,     /* lost a CT insert race, used the winner's backend */
+	REASON_PASS_UNKNOWN_PROTO = 8, /* L4 we do not translate: left alone */
+	REASON_PASS_REPLY_UNTRACKED = 9, /* reply-shaped, no CT entry: left alone */
+	REASON_PASS_FRAGMENT = 10,     /* fragment not about a Service: left alone */
+
+	DROP_INVALID_L3 = 32,          /* truncated or malformed IP header */
+	DROP_INVALID_IHL = 33,         /* IPv4 IHL < 5 or beyond the packet */
+	DROP_IPV6_EXT_CHAIN = 34,      /* more extension headers than we walk */
+	DROP_INVALID_L4 = 35,          /* truncated L4 header to a Service */
+	DROP_NO_ENDPOINTS = 36,        /* Service without endpoints, no reply sent */
+	DROP_BACKEND_MISSING = 37,     /* slot or backend entry absent */
+	DROP_CT_FULL = 38,             /* conntrack insert failed */
+	DROP_FRAG_UNKNOWN = 39,        /* later fragment whose first was never seen */
+	DROP_TCP_INVALID = 40,         /* RST / bad flags to a Service with no CT */
+	DROP_CSUM = 41,                /* checksum helper failed */
+	DROP_ICMP_RATE_LIMITED = 42,   /* no-endpoints reply over the rate */
+	DROP_ICMP_REPLY_FAILED = 43,   /* could not build the ICMP reply */
+	DROP_FRAG_FULL = 44,           /* fragment map insert failed */
+	DROP_UNSUPPORTED = 45,         /* a Service feature this path cannot do */
+};
+
+/* ---- load-time settings: const volatile .rodata `settings` ---- */
+
+struct lb_settings {
+	__u64 ct_tcp_syn_ns;         /* handshake not finished */
+	__u64 ct_tcp_established_ns; /* established */
+	__u64 ct_tcp_closing_ns;     /* after FIN / RST */
+	__u64 ct_udp_ns;
+	__u64 ct_icmp_ns;
+	__u64 frag_ns;               /* how long a first fragment's mapping lives */
+	__u32 hash_seed;             /* flow hash seed, random per node */
+	__u32 icmp_rate;             /* no-endpoints replies per second per CPU */
+	__u32 icmp_burst;            /* token bucket depth */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct lb_settings) == 64, "lb_settings size");
+
+struct icmp_bucket {
+	__u64 last_ns;
+	__u64 tokens;
+};
+_Static_assert(sizeof(struct icmp_bucket) == 16, "icmp_bucket size");
+
+#endif /* STRAIT_ABI_H */
