@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * parse.h — Ethernet / IPv4 / IPv6 / L4 parsing into a struct pkt.
+ *
+ * Everything later steps need is copied into struct pkt, so they work from
+ * offsets and values, not packet pointers: rewrites go through
+ * bpf_skb_store_bytes() and the csum helpers, which invalidate every packet
+ * pointer anyway.
+ */
+#ifndef STRAIT_PARSE_H
+#define STRAIT_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "abi.h"
+#include "metrics.h"
+
+/*
+ * <linux/icmp.h> includes <linux/if.h>, which includes glibc's
+ * <sys/socket.h>: that does not build for -target bpf (gnu/stubs-32.h).
+ * The few ICMPv4 definitions we use, with the kernel's names and values; the
+ * include guard makes a later #include <linux/icmp.h> a no-op.
+ */
+#ifndef _LINUX_ICMP_H
+#define _LINUX_ICMP_H
+#define ICMP_DEST_UNREACH  3
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define ICMP_PORT_UNREACH  3
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 rest; /* echo id/sequence, unused, gateway or MTU */
+};
+#endif
+
+#define PKT_IPV4 4
+#define PKT_IPV6 6
+
+/* pkt.flags */
+#define PKT_F_FRAG_FIRST (1 << 0) /* fragment at offset 0: carries the L4 header */
+#define PKT_F_FRAG_LATER (1 << 1) /* fragment at offset > 0: no L4 header */
+#define PKT_F_HAS_PORTS  (1 << 2) /* sport/dport (or ICMP type/code) were read */
+#define PKT_F_L4_SHORT   (1 << 3) /* the fixed L4 header is truncated */
+
+/* TCP flag bits, byte 13 of the TCP header. */
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
+
+#define IPV4_MF      0x2000
+#define IPV4_OFFSET  0x1fff
+#define IPV6_MAX_EXT 8 /* extension headers walked before DROP_IPV6_EXT_CHAIN */
+
+union strait_addr {
+	__be32 v4;
+	__u8 v6[16];
+	__u32 w[4];
+};
+
+struct pkt {
+	__u32 l4_off;    /* offset of the L4 header from the Ethernet header */
+	__u32 l3_len;    /* IP datagram length (header says so, else skb->len - ETH_HLEN) */
+	__u8 family;     /* PKT_IPV4 / PKT_IPV6 */
+	__u8 proto;      /* L4 protocol after any IPv6 extension headers */
+	__u8 flags;      /* PKT_F_* */
+	__u8 tcp_flags;  /* TCP_* of this packet */
+	__be16 sport;    /* TCP / UDP / SCTP ports */
+	__be16 dport;
+	__u8 icmp_type;  /* ICMP / ICMPv6 */
+	__u8 icmp_code;
+	__be16 frag_id;  /* IPv4 identification (frag4 key) */
+	union strait_addr saddr;
+	union strait_addr daddr;
+};
+
+static __always_inline int proto_has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
+
+/*
+ * Make sure the first @len bytes are in the linear head so direct packet
+ * access reaches them (GRO'd skbs may carry headers in frags). Returns -1
+ * only when the packet is shorter than @len. Callers reload data/data_end
+ * afterwards: a pull invalidates packet pointers.
+ */
+static __always_inline int pkt_ensure(struct __sk_buff *skb, __u32 len)
+{
+	if ((void *)(long)skb->data + len <= (void *)(long)skb->data_end)
+		return 0;
+	if (len > skb->len)
+		return -1;
+	return bpf_skb_pull_data(skb, len) ? -1 : 0;
+}
+
+/*
+ * The fixed L4 header. A truncated header does not end the parse: the
+ * program only knows whether the packet is for a Service (DROP_INVALID_L4)
+ * or not (left to the stack) after the lookup, so the ports are read when
+ * at least they are present.
+ */
+static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data, *data_end, *l4;
+	__u32 off = p->l4_off;
+
+	/* A bound the verifier can carry into the pointer arithmetic below;
+	 * no real header chain comes close (IPv6 walks at most 8 headers). */
+	if (off > 0x4000)
+		return -DROP_INVALID_L3;
+
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		if (pkt_ensure(skb, off + sizeof(struct tcphdr)))
+			break;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		l4 = data + off;
+		if (l4 + sizeof(struct tcphdr) > data_end)
+			break;
+		p->sport = ((struct tcphdr *)l4)->source;
+		p->dport = ((struct tcphdr *)l4)->dest;
+		p->tcp_flags = ((__u8 *)l4)[13];
+		p->flags |= PKT_F_HAS_PORTS;
+		return CONTINUE;
+	case IPPROTO_UDP:
+		if (pkt_ensure(skb, off + sizeof(struct udphdr)))
+			break;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		l4 = data + off;
+		if (l4 + sizeof(struct udphdr) > data_end)
+			break;
+		p->sport = ((struct udphdr *)l4)->source;
+		p->dport = ((struct udphdr *)l4)->dest;
+		p->flags |= PKT_F_HAS_PORTS;
+		return CONTINUE;
+	case IPPROTO_SCTP:
+		/* Common header: ports, verification tag, CRC32c. */
+		if (pkt_ensure(skb, off + 12))
+			break;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		l4 = data + off;
+		if (l4 + 12 > data_end)
+			break;
+		p->sport = ((__be16 *)l4)[0];
+		p->dport = ((__be16 *)l4)[1];
+		p->flags |= PKT_F_HAS_PORTS;
+		return CONTINUE;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		/* Both share the 8-byte type/code/checksum/rest layout. */
+		if (pkt_ensure(skb, off + 8))
+			break;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		l4 = data + off;
+		if (l4 + 8 > data_end)
+			break;
+		p->icmp_type = ((__u8 *)l4)[0];
+		p->icmp_code = ((__u8 *)l4)[1];
+		p->flags |= PKT_F_HAS_PORTS;
+		return CONTINUE;
+	default:
+		/* Not a protocol we translate; the program decides. */
+		return CONTINUE;
+	}
+
+	/* Truncated fixed header: keep the ports if the first 4 bytes exist. */
+	p->flags |= PKT_F_L4_SHORT;
+	if (!proto_has_ports(p->proto) || pkt_ensure(skb, off + 4))
+		return CONTINUE;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	l4 = data + off;
+	if (l4 + 4 > data_end)
+		return CONTINUE;
+	p->sport = ((__be16 *)l4)[0];
+	p->dport = ((__be16 *)l4)[1];
+	p->flags |= PKT_F_HAS_PORTS;
+	return CONTINUE;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data, *data_end;
+	struct iphdr *ip;
+	__u32 hlen, tot;
+
+	if (pkt_ensure(skb, ETH_HLEN + sizeof(struct iphdr)))
+		return -DROP_INVALID_L3;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return -DROP_INVALID_L3;
+	if (ip->version != 4)
+		return -DROP_INVALID_L3;
+
+	hlen = ip->ihl * 4;
+	if (hlen < sizeof(struct iphdr) || ETH_HLEN + hlen > skb->len)
+		return -DROP_INVALID_IHL;
+
+	/* tot_len 0 is legal for BIG TCP GSO packets (> 64 KiB); otherwise the
+	 * header must fit and the datagram must not claim more than we hold
+	 * (Ethernet padding may make us hold more). */
+	tot = bpf_ntohs(ip->tot_len);
+	if (tot && (tot < hlen || tot > skb->len - ETH_HLEN))
+		return -DROP_INVALID_L3;
+
+	p->family = PKT_IPV4;
+	p->proto = ip->protocol;
+	p->saddr.v4 = ip->saddr;
+	p->daddr.v4 = ip->daddr;
+	p->frag_id = ip->id;
+	p->l3_len = tot ? tot : skb->len - ETH_HLEN;
+	p->l4_off = ETH_HLEN + hlen;
+
+	if (ip->frag_off & bpf_htons(IPV4_OFFSET)) {
+		/* Later fragment: no L4 header; frag4 tells where it goes. */
+		p->flags |= PKT_F_FRAG_LATER;
+		return CONTINUE;
+	}
+	if (ip->frag_off & bpf_htons(IPV4_MF))
+		p->flags |= PKT_F_FRAG_FIRST;
+
+	return parse_l4(skb, p);
+}
+
+static __always_inline int ipv6_is_ext(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+	       nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH;
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data, *data_end;
+	struct ipv6hdr *ip6;
+	__u32 plen, off;
+	__u8 nh;
+	int i;
+
+	if (pkt_ensure(skb, ETH_HLEN + sizeof(struct ipv6hdr)))
+		return -DROP_INVALID_L3;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) > data_end)
+		return -DROP_INVALID_L3;
+	if (ip6->version != 6)
+		return -DROP_INVALID_L3;
+
+	/* payload_len 0: jumbogram / BIG TCP; trust skb->len then. */
+	plen = bpf_ntohs(ip6->payload_len);
+	if (plen > skb->len - ETH_HLEN - sizeof(struct ipv6hdr))
+		return -DROP_INVALID_L3;
+
+	p->family = PKT_IPV6;
+	__builtin_memcpy(p->saddr.v6, &ip6->saddr, 16);
+	__builtin_memcpy(p->daddr.v6, &ip6->daddr, 16);
+	p->l3_len = plen ? plen + sizeof(struct ipv6hdr) : skb->len - ETH_HLEN;
+	nh = ip6->nexthdr;
+	off = ETH_HLEN + sizeof(struct ipv6hdr);
+
+	/* Extension headers are rare: read them with bpf_skb_load_bytes()
+	 * rather than carrying bounds-checked pointers through the loop. */
+	for (i = 0; i < IPV6_MAX_EXT; i++) {
+		__u8 hdr[8];
+
+		if (!ipv6_is_ext(nh))
+			break;
+		if (nh == IPPROTO_FRAGMENT) {
+			__be16 frag_off;
+
+			if (bpf_skb_load_bytes(skb, off, hdr, 8))
+				return -DROP_INVALID_L3;
+			nh = hdr[0];
+			off += 8;
+			frag_off = *(__be16 *)&hdr[2];
+			if (frag_off & bpf_htons(0xfff8)) {
+				/* Later fragment: the rest is payload. */
+				p->flags |= PKT_F_FRAG_LATER;
+				p->proto = nh;
+				p->l4_off = off;
+				return CONTINUE;
+			}
+			if (frag_off & bpf_htons(1))
+				p->flags |= PKT_F_FRAG_FIRST;
+			continue;
+		}
+		if (bpf_skb_load_bytes(skb, off, hdr, 2))
+			return -DROP_INVALID_L3;
+		/* AH counts its length in 4-byte units minus 2, the others in
+		 * 8-byte units minus 1 (RFC 4302, RFC 8200). */
+		if (nh == IPPROTO_AH)
+			off += ((__u32)hdr[1] + 2) * 4;
+		else
+			off += ((__u32)hdr[1] + 1) * 8;
+		nh = hdr[0];
+	}
+	if (ipv6_is_ext(nh))
+		return -DROP_IPV6_EXT_CHAIN;
+
+	p->proto = nh;
+	p->l4_off = off;
+	return parse_l4(skb, p);
+}
+
+/* Returns CONTINUE for IPv4/IPv6 (struct pkt filled), or an outcome. */
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end) {
+		if (pkt_ensure(skb, ETH_HLEN))
+			return REASON_PASS; /* runt frame: not for us to judge */
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return REASON_PASS;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(skb, p);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(skb, p);
+	return REASON_PASS; /* ARP, VLAN, LLDP, ...: not ours */
+}
+
+#endif /* STRAIT_PARSE_H */

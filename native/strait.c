@@ -1,0 +1,479 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * strait.c — flat C shim over libbpf 1.1; see strait.h. Each function wraps
+ * one libbpf/kernel operation whose arguments do not pass well through FFI
+ * (opts structs, va_list callbacks, BTF walking, per-thread setns).
+ */
+#define _GNU_SOURCE
+#include "strait.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+/* libbpf 1.1's headers predate tcx (kernel 6.6); the kernel ABI values are stable. */
+#define STRAIT_BPF_TCX_INGRESS 46
+#define STRAIT_BPF_TCX_EGRESS  47
+
+/* ---- libbpf log capture ---- */
+
+#define LOG_CAP (64 * 1024)
+static char log_buf[LOG_CAP];
+static size_t log_len;
+static int log_max_level;
+static int log_echo;
+
+static void log_append(const char *s, size_t n)
+{
+	if (n >= LOG_CAP) { /* keep only the tail of a huge message */
+		s += n - (LOG_CAP - 1);
+		n = LOG_CAP - 1;
+	}
+	if (log_len + n >= LOG_CAP) { /* drop the oldest text, keep the tail */
+		size_t drop = log_len + n - (LOG_CAP - 1);
+		memmove(log_buf, log_buf + drop, log_len - drop);
+		log_len -= drop;
+	}
+	memcpy(log_buf + log_len, s, n);
+	log_len += n;
+	log_buf[log_len] = '\0';
+}
+
+static int log_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	char msg[4096];
+	va_list copy;
+	int n;
+
+	if ((int)level > log_max_level)
+		return 0;
+	va_copy(copy, args);
+	n = vsnprintf(msg, sizeof(msg), fmt, copy);
+	va_end(copy);
+	if (n < 0)
+		return 0;
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	log_append(msg, (size_t)n);
+	if (log_echo)
+		fputs(msg, stderr);
+	return n;
+}
+
+void strait_log_capture(int32_t max_level, int32_t echo)
+{
+	log_max_level = max_level;
+	log_echo = echo;
+	libbpf_set_print(log_print);
+}
+
+uint32_t strait_log_take(char *buf, uint32_t size)
+{
+	size_t n = log_len;
+
+	if (!buf || size == 0)
+		return 0;
+	if (n > size - 1)
+		n = size - 1;
+	memcpy(buf, log_buf + (log_len - n), n);
+	buf[n] = '\0';
+	log_len = 0;
+	log_buf[0] = '\0';
+	return (uint32_t)n;
+}
+
+/* ---- BPF_PROG_TEST_RUN ---- */
+
+int strait_prog_test_run(int prog_fd, const void *data, uint32_t size, void *out,
+			 uint32_t *out_size, const void *ctx, uint32_t ctx_size,
+			 void *ctx_out, uint32_t *ctx_out_size, uint32_t repeat,
+			 int32_t *retval, uint32_t *duration_ns)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts,
+		.data_in = data,
+		.data_size_in = size,
+		.data_out = out,
+		.data_size_out = out_size ? *out_size : 0,
+		.ctx_in = ctx,
+		.ctx_size_in = ctx_size,
+		.ctx_out = ctx_out,
+		.ctx_size_out = ctx_out_size ? *ctx_out_size : 0,
+		.repeat = (int)repeat,
+	);
+	int err = bpf_prog_test_run_opts(prog_fd, &opts);
+
+	/* The kernel reports the sizes even on -ENOSPC (output truncated). */
+	if (out_size)
+		*out_size = opts.data_size_out;
+	if (ctx_out_size)
+		*ctx_out_size = opts.ctx_size_out;
+	if (retval)
+		*retval = (int32_t)opts.retval;
+	if (duration_ns)
+		*duration_ns = opts.duration;
+	return err < 0 ? err : 0;
+}
+
+/* ---- object info ---- */
+
+int strait_map_info(int map_fd, struct strait_map_info *out)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	int err;
+
+	memset(&info, 0, sizeof(info));
+	err = bpf_obj_get_info_by_fd(map_fd, &info, &len);
+	if (err < 0)
+		return err;
+	memset(out, 0, sizeof(*out));
+	out->type = info.type;
+	out->id = info.id;
+	out->key_size = info.key_size;
+	out->value_size = info.value_size;
+	out->max_entries = info.max_entries;
+	out->map_flags = info.map_flags;
+	memcpy(out->name, info.name, sizeof(out->name));
+	out->name[sizeof(out->name) - 1] = '\0';
+	return 0;
+}
+
+int strait_prog_info(int prog_fd, struct strait_prog_info *out)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	int err;
+
+	memset(&info, 0, sizeof(info));
+	err = bpf_obj_get_info_by_fd(prog_fd, &info, &len);
+	if (err < 0)
+		return err;
+	memset(out, 0, sizeof(*out));
+	out->type = info.type;
+	out->id = info.id;
+	memcpy(out->name, info.name, sizeof(out->name));
+	out->name[sizeof(out->name) - 1] = '\0';
+	memcpy(out->tag, info.tag, sizeof(out->tag));
+	return 0;
+}
+
+/* ---- .rodata variables ---- */
+
+static struct bpf_map *find_rodata_map(struct bpf_object *obj)
+{
+	struct bpf_map *map;
+
+	/* Internal map names are "<obj prefix>.rodata"; the section name is exact. */
+	bpf_object__for_each_map(map, obj) {
+		const char *sec;
+
+		if (!bpf_map__is_internal(map))
+			continue;
+		sec = bpf_map__name(map);
+		sec = sec ? strchr(sec, '.') : NULL;
+		if (sec && strcmp(sec, ".rodata") == 0)
+			return map;
+	}
+	return NULL;
+}
+
+int strait_rodata_set(struct bpf_object *obj, const char *name, const void *data,
+		      uint32_t size)
+{
+	const struct btf_var_secinfo *vsi;
+	const struct btf_type *sec;
+	struct bpf_map *map;
+	struct btf *btf;
+	size_t map_size;
+	void *initial;
+	int sec_id, i;
+
+	if (!obj || !name)
+		return -EINVAL;
+	btf = bpf_object__btf(obj);
+	map = find_rodata_map(obj);
+	if (!btf || !map)
+		return -ENOENT;
+	sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	if (sec_id < 0)
+		return -ENOENT;
+	sec = btf__type_by_id(btf, sec_id);
+	vsi = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vsi++) {
+		const struct btf_type *var = btf__type_by_id(btf, vsi->type);
+		const char *var_name = btf__name_by_offset(btf, var->name_off);
+
+		if (!var_name || strcmp(var_name, name) != 0)
+			continue;
+		if (!data)
+			return (int)vsi->size;
+		if (vsi->size != size)
+			return -EINVAL;
+		/* bpf_map__initial_value is const in 1.1 but is the mmap-ed
+		 * image libbpf copies into the map at load (as skeletons do). */
+		initial = (void *)bpf_map__initial_value(map, &map_size);
+		if (!initial || (size_t)vsi->offset + size > map_size)
+			return -EINVAL;
+		memcpy((char *)initial + vsi->offset, data, size);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* ---- BTF-typed map ---- */
+
+static __u32 find_type_id(const struct btf *btf, const char *name)
+{
+	int id;
+
+	if (!btf || !name)
+		return 0;
+	id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
+	if (id < 0)
+		id = btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF);
+	if (id < 0)
+		id = btf__find_by_name_kind(btf, name, BTF_KIND_INT);
+	return id < 0 ? 0 : (__u32)id;
+}
+
+int strait_map_create_btf(struct bpf_object *obj, uint32_t map_type, const char *name,
+			  const char *key_type, const char *value_type,
+			  uint32_t key_size, uint32_t value_size,
+			  uint32_t max_entries, uint32_t map_flags)
+{
+	struct btf *btf = obj ? bpf_object__btf(obj) : NULL;
+	int btf_fd = btf ? btf__fd(btf) : -1;
+	__u32 key_id = find_type_id(btf, key_type);
+	__u32 value_id = find_type_id(btf, value_type);
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = map_flags);
+	int fd;
+
+	if (btf_fd >= 0 && key_id && value_id &&
+	    btf__resolve_size(btf, key_id) == key_size &&
+	    btf__resolve_size(btf, value_id) == value_size) {
+		opts.btf_fd = btf_fd;
+		opts.btf_key_type_id = key_id;
+		opts.btf_value_type_id = value_id;
+	}
+	fd = bpf_map_create(map_type, name, key_size, value_size, max_entries, &opts);
+	if (fd < 0 && opts.btf_fd) { /* retry untyped: BTF is a nicety */
+		opts.btf_fd = 0;
+		opts.btf_key_type_id = 0;
+		opts.btf_value_type_id = 0;
+		fd = bpf_map_create(map_type, name, key_size, value_size, max_entries, &opts);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+/* ---- network namespaces ---- */
+
+struct netns_guard {
+	int orig_fd; /* -1: not switched */
+};
+
+static int netns_enter(const char *netns_path, struct netns_guard *g)
+{
+	int target;
+
+	g->orig_fd = -1;
+	if (!netns_path || !*netns_path)
+		return 0;
+	/* setns switches only this thread: remember this thread's namespace. */
+	g->orig_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (g->orig_fd < 0)
+		return -errno;
+	target = open(netns_path, O_RDONLY | O_CLOEXEC);
+	if (target < 0) {
+		int err = -errno;
+
+		close(g->orig_fd);
+		g->orig_fd = -1;
+		return err;
+	}
+	if (setns(target, CLONE_NEWNET) < 0) {
+		int err = -errno;
+
+		close(target);
+		close(g->orig_fd);
+		g->orig_fd = -1;
+		return err;
+	}
+	close(target);
+	return 0;
+}
+
+static void netns_leave(struct netns_guard *g)
+{
+	if (g->orig_fd < 0)
+		return;
+	if (setns(g->orig_fd, CLONE_NEWNET) < 0) {
+		/* The JS thread would go on in a foreign namespace. */
+		fprintf(stderr, "strait: cannot return to the original netns: %s\n",
+			strerror(errno));
+		abort();
+	}
+	close(g->orig_fd);
+	g->orig_fd = -1;
+}
+
+int strait_ifindex(const char *netns_path, const char *ifname)
+{
+	struct netns_guard g;
+	int err, ifindex;
+
+	if (!ifname)
+		return -EINVAL;
+	err = netns_enter(netns_path, &g);
+	if (err)
+		return err;
+	ifindex = (int)if_nametoindex(ifname);
+	err = ifindex ? ifindex : -errno;
+	netns_leave(&g);
+	return err;
+}
+
+/* ---- tc ---- */
+
+static int tcx_attach(int ifindex, int32_t direction, int prog_fd, const char *pin_path,
+		      struct strait_tc_attachment *out)
+{
+	enum bpf_attach_type type = (enum bpf_attach_type)(direction == STRAIT_TC_EGRESS ?
+		STRAIT_BPF_TCX_EGRESS : STRAIT_BPF_TCX_INGRESS);
+	int link_fd, err;
+
+	if (!pin_path)
+		return -EINVAL;
+	link_fd = bpf_obj_get(pin_path);
+	if (link_fd >= 0) {
+		/* A pinned link from an earlier run: swap its program atomically. */
+		err = bpf_link_update(link_fd, prog_fd, NULL);
+		close(link_fd);
+		if (err == 0) {
+			out->updated = 1;
+			return 0;
+		}
+		/* Its device went away (-ENOLINK) or it is not a tcx link:
+		 * replace the pin with a fresh link. */
+		if (unlink(pin_path) < 0 && errno != ENOENT)
+			return -errno;
+	}
+	link_fd = bpf_link_create(prog_fd, ifindex, type, NULL);
+	if (link_fd < 0)
+		return link_fd;
+	err = bpf_obj_pin(link_fd, pin_path);
+	close(link_fd); /* the pin keeps it; a failed pin detaches here */
+	return err < 0 ? err : 0;
+}
+
+static void tc_hook_init(struct bpf_tc_hook *hook, int ifindex, int32_t direction)
+{
+	memset(hook, 0, sizeof(*hook));
+	hook->sz = sizeof(*hook);
+	hook->ifindex = ifindex;
+	hook->attach_point = direction == STRAIT_TC_EGRESS ? BPF_TC_EGRESS : BPF_TC_INGRESS;
+}
+
+static int clsact_attach(int ifindex, int32_t direction, int prog_fd,
+			 struct strait_tc_attachment *out)
+{
+	struct bpf_tc_hook hook;
+	LIBBPF_OPTS(bpf_tc_opts, opts,
+		.prog_fd = prog_fd,
+		.flags = BPF_TC_F_REPLACE,
+		.handle = STRAIT_TC_HANDLE,
+		.priority = STRAIT_TC_PRIORITY,
+	);
+	int err;
+
+	tc_hook_init(&hook, ifindex, direction);
+	err = bpf_tc_hook_create(&hook); /* creates the clsact qdisc */
+	if (err < 0 && err != -EEXIST)
+		return err;
+	err = bpf_tc_attach(&hook, &opts);
+	if (err < 0)
+		return err;
+	out->handle = opts.handle;
+	out->priority = opts.priority;
+	return 0;
+}
+
+int strait_tc_attach(const char *netns_path, const char *ifname, int32_t direction,
+		     int prog_fd, int32_t mode, const char *pin_path,
+		     struct strait_tc_attachment *out)
+{
+	struct netns_guard g;
+	int err, ifindex;
+
+	if (!ifname || !out)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	err = netns_enter(netns_path, &g);
+	if (err)
+		return err;
+	ifindex = (int)if_nametoindex(ifname);
+	if (!ifindex) {
+		err = -errno;
+		goto out;
+	}
+	out->ifindex = (uint32_t)ifindex;
+	if (mode == STRAIT_TC_AUTO || mode == STRAIT_TC_TCX) {
+		err = tcx_attach(ifindex, direction, prog_fd, pin_path, out);
+		if (err == 0) {
+			out->mode = STRAIT_TC_TCX;
+			goto out;
+		}
+		if (mode == STRAIT_TC_TCX)
+			goto out;
+		out->tcx_errno = -err;
+	}
+	err = clsact_attach(ifindex, direction, prog_fd, out);
+	if (err == 0)
+		out->mode = STRAIT_TC_CLSACT;
+out:
+	netns_leave(&g);
+	return err;
+}
+
+int strait_tc_detach(const char *netns_path, const char *ifname, int32_t direction,
+		     int32_t mode, const char *pin_path)
+{
+	struct bpf_tc_hook hook;
+	LIBBPF_OPTS(bpf_tc_opts, opts,
+		.handle = STRAIT_TC_HANDLE,
+		.priority = STRAIT_TC_PRIORITY,
+	);
+	struct netns_guard g;
+	int err, ifindex;
+
+	if (mode == STRAIT_TC_TCX) {
+		/* The pin is the link's only long-lived reference. */
+		if (!pin_path)
+			return -EINVAL;
+		return unlink(pin_path) < 0 ? -errno : 0;
+	}
+	if (mode != STRAIT_TC_CLSACT || !ifname)
+		return -EINVAL;
+	err = netns_enter(netns_path, &g);
+	if (err)
+		return err;
+	ifindex = (int)if_nametoindex(ifname);
+	if (!ifindex) {
+		err = -errno;
+		goto out;
+	}
+	tc_hook_init(&hook, ifindex, direction);
+	err = bpf_tc_detach(&hook, &opts);
+out:
+	netns_leave(&g);
+	return err;
+}

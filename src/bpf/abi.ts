@@ -1,0 +1,447 @@
+// The TypeScript mirror of bpf/lib/abi.h: one codec per struct, every constant,
+// and the metric reason names. Keep in step with abi.h by hand;
+// test/bpf/abi-btf.test.ts compares every codec (size, each member's offset
+// and size) and the reason table with the BTF of build/bpf/strait_tc.o.
+//
+// Types: u8/u16/u32 and be16/be32 are numbers (be16 ports in host order),
+// u64 is bigint, IPv4/IPv6 addresses are strings (see codec.ts).
+import {
+  array,
+  be16,
+  ipv4,
+  ipv6,
+  pad,
+  scalar,
+  struct,
+  u16,
+  u32,
+  u64,
+  u8,
+  type Codec,
+  type CodecValue,
+} from './codec.js';
+
+// ---- IP protocol numbers ----
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_ICMPV6 = 58;
+export const IPPROTO_SCTP = 132;
+export const IpProto = {
+  icmp: IPPROTO_ICMP,
+  tcp: IPPROTO_TCP,
+  udp: IPPROTO_UDP,
+  icmpv6: IPPROTO_ICMPV6,
+  sctp: IPPROTO_SCTP,
+} as const;
+export type IpProtoName = keyof typeof IpProto;
+
+// ---- services{4,6} ----
+export const LB_SCOPE_EXTERNAL = 0;
+export const LB_SCOPE_INTERNAL = 1;
+
+export const LB_F_AFFINITY = 1 << 0;
+export const LB_F_LOCAL_EXTERNAL = 1 << 1;
+export const LB_F_LOCAL_INTERNAL = 1 << 2;
+export const LB_F_DSR = 1 << 3;
+export const LB_F_SOURCE_RANGES = 1 << 4;
+export const LB_F_TWO_SCOPES = 1 << 5;
+export const LB_F_REJECT_NO_ENDPOINTS = 1 << 6;
+
+export const LB_KIND_CLUSTER_IP = 0;
+export const LB_KIND_NODE_PORT = 1;
+export const LB_KIND_EXTERNAL_IP = 2;
+export const LB_KIND_LOAD_BALANCER = 3;
+
+export const LB_ALG_RANDOM = 0;
+export const LB_ALG_MAGLEV = 1;
+
+export const lb4Key = struct('lb4_key', {
+  addr: ipv4,
+  port: be16,
+  proto: u8,
+  scope: u8,
+});
+export type Lb4Key = CodecValue<typeof lb4Key>;
+
+export const lb6Key = struct('lb6_key', {
+  addr: ipv6,
+  port: be16,
+  proto: u8,
+  scope: u8,
+});
+export type Lb6Key = CodecValue<typeof lb6Key>;
+
+export const lbService = struct('lb_service', {
+  serviceId: u32,
+  backendCount: u32,
+  revNatId: u32,
+  affinityTimeout: u32,
+  flags: u16,
+  kind: u8,
+  algorithm: u8,
+});
+export type LbService = CodecValue<typeof lbService>;
+
+// ---- service_slots ----
+export const lbSlotKey = struct('lb_slot_key', {
+  serviceId: u32,
+  slot: u32,
+});
+export type LbSlotKey = CodecValue<typeof lbSlotKey>;
+
+export const lbSlot = struct('lb_slot', {
+  backendId: u32,
+});
+export type LbSlot = CodecValue<typeof lbSlot>;
+
+// ---- maglev ----
+export const MAGLEV_TABLE_SIZE = 16381;
+
+// ---- backends{4,6} ----
+export const BE_STATE_ACTIVE = 0;
+export const BE_STATE_TERMINATING = 1;
+export const BE_STATE_QUARANTINED = 2;
+
+export const BE_F_LOCAL = 1 << 0;
+
+export const lb4Backend = struct('lb4_backend', {
+  addr: ipv4,
+  nodeAddr: ipv4,
+  port: be16,
+  proto: u8,
+  state: u8,
+  flags: u8,
+  pad: pad(1),
+  zone: u16,
+});
+export type Lb4Backend = CodecValue<typeof lb4Backend>;
+
+export const lb6Backend = struct('lb6_backend', {
+  addr: ipv6,
+  nodeAddr: ipv6,
+  port: be16,
+  proto: u8,
+  state: u8,
+  flags: u8,
+  pad: pad(1),
+  zone: u16,
+});
+export type Lb6Backend = CodecValue<typeof lb6Backend>;
+
+// ---- revnat{4,6} ----
+export const lb4Revnat = struct('lb4_revnat', {
+  addr: ipv4,
+  port: be16,
+  pad: pad(2),
+});
+export type Lb4Revnat = CodecValue<typeof lb4Revnat>;
+
+export const lb6Revnat = struct('lb6_revnat', {
+  addr: ipv6,
+  port: be16,
+  pad: pad(2),
+});
+export type Lb6Revnat = CodecValue<typeof lb6Revnat>;
+
+// ---- ct{4,6} ----
+export const CT_DIR_SERVICE = 0;
+export const CT_DIR_REPLY = 1;
+
+export const CT_F_SEEN_REPLY = 1 << 0;
+export const CT_F_ESTABLISHED = 1 << 1;
+export const CT_F_CLOSING = 1 << 2;
+export const CT_F_SNAT = 1 << 3;
+export const CT_F_DSR = 1 << 4;
+
+export const ct4Key = struct('ct4_key', {
+  saddr: ipv4,
+  daddr: ipv4,
+  sport: be16,
+  dport: be16,
+  proto: u8,
+  dir: u8,
+  pad: pad(2),
+});
+export type Ct4Key = CodecValue<typeof ct4Key>;
+
+export const ct6Key = struct('ct6_key', {
+  saddr: ipv6,
+  daddr: ipv6,
+  sport: be16,
+  dport: be16,
+  proto: u8,
+  dir: u8,
+  pad: pad(2),
+});
+export type Ct6Key = CodecValue<typeof ct6Key>;
+
+export const ctEntry = struct('ct_entry', {
+  expires: u64,
+  backendId: u32,
+  revNatId: u32,
+  flags: u16,
+  tcpFlags: u8,
+  pad: pad(1),
+  created: u32,
+});
+export type CtEntry = CodecValue<typeof ctEntry>;
+
+// ---- frag4 ----
+export const FRAG_REWRITE_DADDR = 0;
+export const FRAG_REWRITE_SADDR = 1;
+
+export const frag4Key = struct('frag4_key', {
+  saddr: ipv4,
+  daddr: ipv4,
+  id: be16,
+  proto: u8,
+  pad: pad(1),
+});
+export type Frag4Key = CodecValue<typeof frag4Key>;
+
+export const frag4Entry = struct('frag4_entry', {
+  addr: ipv4,
+  rewrite: u8,
+  pad: pad(3),
+});
+export type Frag4Entry = CodecValue<typeof frag4Entry>;
+
+// ---- snat{4,6} ----
+export const snat4Key = struct('snat4_key', {
+  addr: ipv4,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+});
+export type Snat4Key = CodecValue<typeof snat4Key>;
+
+export const snat4Entry = struct('snat4_entry', {
+  addr: ipv4,
+  port: be16,
+  pad: pad(2),
+  expires: u64,
+});
+export type Snat4Entry = CodecValue<typeof snat4Entry>;
+
+export const snat6Key = struct('snat6_key', {
+  addr: ipv6,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+});
+export type Snat6Key = CodecValue<typeof snat6Key>;
+
+export const snat6Entry = struct('snat6_entry', {
+  addr: ipv6,
+  port: be16,
+  pad: pad(6),
+  expires: u64,
+});
+export type Snat6Entry = CodecValue<typeof snat6Entry>;
+
+// ---- affinity{4,6} ----
+export const affinity4Key = struct('affinity4_key', {
+  netnsCookie: u64,
+  serviceId: u32,
+  client: ipv4,
+});
+export type Affinity4Key = CodecValue<typeof affinity4Key>;
+
+export const affinity6Key = struct('affinity6_key', {
+  netnsCookie: u64,
+  serviceId: u32,
+  client: ipv6,
+  pad: pad(4),
+});
+export type Affinity6Key = CodecValue<typeof affinity6Key>;
+
+export const affinityEntry = struct('affinity_entry', {
+  lastUsed: u64,
+  backendId: u32,
+  pad: pad(4),
+});
+export type AffinityEntry = CodecValue<typeof affinityEntry>;
+
+// ---- source_ranges{4,6} (LPM trie: prefixlen counts service_id's 32 bits) ----
+export const srange4Key = struct('srange4_key', {
+  prefixlen: u32,
+  serviceId: u32,
+  addr: ipv4,
+});
+export type Srange4Key = CodecValue<typeof srange4Key>;
+
+export const srange6Key = struct('srange6_key', {
+  prefixlen: u32,
+  serviceId: u32,
+  addr: ipv6,
+});
+export type Srange6Key = CodecValue<typeof srange6Key>;
+
+export const srangeEntry = struct('srange_entry', {
+  allow: u8,
+  pad: pad(3),
+});
+export type SrangeEntry = CodecValue<typeof srangeEntry>;
+
+// ---- config ----
+export const NODE_MODE_SOCKET_LB = 1 << 0;
+export const NODE_MODE_DSR = 1 << 1;
+export const NODE_MODE_XDP = 1 << 2;
+
+export const NODE_MAX_UPLINKS = 4;
+
+export const nodeConfig = struct('node_config', {
+  addr4: ipv4,
+  addr6: ipv6,
+  uplinkIfindex: array(u32, NODE_MAX_UPLINKS),
+  modes: u32,
+  nodeportMin: u16,
+  nodeportMax: u16,
+  snatPortMin: u16,
+  snatPortMax: u16,
+});
+export type NodeConfig = CodecValue<typeof nodeConfig>;
+
+// ---- metrics ----
+export const METRIC_DIR_INGRESS = 0;
+export const METRIC_DIR_EGRESS = 1;
+export const METRIC_DIRS = 2;
+export const METRIC_REASONS = 64;
+export const METRICS_MAX = METRIC_DIRS * METRIC_REASONS;
+
+/** METRICS_INDEX(reason, dir) of abi.h. */
+export function metricsIndex(reason: number, dir: number): number {
+  return dir * METRIC_REASONS + reason;
+}
+
+export const metricsValue = struct('metrics_value', {
+  packets: u64,
+  bytes: u64,
+});
+export type MetricsValue = CodecValue<typeof metricsValue>;
+
+/** enum metric_reason, by its C enumerator names. */
+export const MetricReason = {
+  REASON_UNSPEC: 0,
+  REASON_PASS: 1,
+  REASON_SERVICE_DNAT: 2,
+  REASON_REVNAT: 3,
+  REASON_ICMP_ERROR_XLATE: 4,
+  REASON_FRAG_XLATE: 5,
+  REASON_NO_ENDPOINTS_REPLY: 6,
+  REASON_CT_RACE_JOINED: 7,
+  REASON_PASS_UNKNOWN_PROTO: 8,
+  REASON_PASS_REPLY_UNTRACKED: 9,
+  REASON_PASS_FRAGMENT: 10,
+
+  DROP_INVALID_L3: 32,
+  DROP_INVALID_IHL: 33,
+  DROP_IPV6_EXT_CHAIN: 34,
+  DROP_INVALID_L4: 35,
+  DROP_NO_ENDPOINTS: 36,
+  DROP_BACKEND_MISSING: 37,
+  DROP_CT_FULL: 38,
+  DROP_FRAG_UNKNOWN: 39,
+  DROP_TCP_INVALID: 40,
+  DROP_CSUM: 41,
+  DROP_ICMP_RATE_LIMITED: 42,
+  DROP_ICMP_REPLY_FAILED: 43,
+  DROP_FRAG_FULL: 44,
+  DROP_UNSUPPORTED: 45,
+} as const;
+export type MetricReasonEnumerator = keyof typeof MetricReason;
+
+/** Reasons from this value up are drops. */
+export const METRIC_FIRST_DROP = 32;
+
+/** REASON_X → 'x', DROP_X → 'drop_x' (the label the agent exports). */
+export function metricReasonLabel(enumerator: string): string {
+  return enumerator.startsWith('REASON_')
+    ? enumerator.slice('REASON_'.length).toLowerCase()
+    : enumerator.toLowerCase();
+}
+
+/** Metric reason number → name: 2 → 'service_dnat', 38 → 'drop_ct_full'. */
+export const metricReasonNames: ReadonlyMap<number, string> = new Map(
+  Object.entries(MetricReason).map(([enumerator, value]) => [value, metricReasonLabel(enumerator)]),
+);
+
+/** The name of a reason number; unknown numbers (a newer datapath) stay visible. */
+export function metricReasonName(reason: number): string {
+  return (
+    metricReasonNames.get(reason) ??
+    (reason >= METRIC_FIRST_DROP ? `drop_${reason}` : `reason_${reason}`)
+  );
+}
+
+// ---- load-time settings (.rodata `settings`) ----
+const NS_PER_S = 1_000_000_000n;
+
+export const lbSettings = struct('lb_settings', {
+  ctTcpSynNs: u64,
+  ctTcpEstablishedNs: u64,
+  ctTcpClosingNs: u64,
+  ctUdpNs: u64,
+  ctIcmpNs: u64,
+  fragNs: u64,
+  hashSeed: u32,
+  icmpRate: u32,
+  icmpBurst: u32,
+  pad: pad(4),
+});
+export type LbSettings = CodecValue<typeof lbSettings>;
+
+/** The C defaults, hash seed excluded (chosen per node, see dataplane.ts). */
+export const DEFAULT_LB_SETTINGS: Readonly<Omit<LbSettings, 'hashSeed'>> = {
+  ctTcpSynNs: 60n * NS_PER_S,
+  ctTcpEstablishedNs: 21600n * NS_PER_S,
+  ctTcpClosingNs: 10n * NS_PER_S,
+  ctUdpNs: 60n * NS_PER_S,
+  ctIcmpNs: 30n * NS_PER_S,
+  fragNs: 2n * NS_PER_S,
+  icmpRate: 100,
+  icmpBurst: 200,
+};
+
+export const icmpBucket = struct('icmp_bucket', {
+  lastNs: u64,
+  tokens: u64,
+});
+export type IcmpBucket = CodecValue<typeof icmpBucket>;
+
+// ---- integer keys and values ----
+/** A bare __u32 (backend ids, rev-NAT ids, array indexes). */
+export const u32Codec: Codec<number> = scalar('__u32', u32);
+
+/** Every struct codec of abi.h, by C name (the BTF test walks this). */
+export const abiStructs = {
+  lb4_key: lb4Key,
+  lb6_key: lb6Key,
+  lb_service: lbService,
+  lb_slot_key: lbSlotKey,
+  lb_slot: lbSlot,
+  lb4_backend: lb4Backend,
+  lb6_backend: lb6Backend,
+  lb4_revnat: lb4Revnat,
+  lb6_revnat: lb6Revnat,
+  ct4_key: ct4Key,
+  ct6_key: ct6Key,
+  ct_entry: ctEntry,
+  frag4_key: frag4Key,
+  frag4_entry: frag4Entry,
+  snat4_key: snat4Key,
+  snat4_entry: snat4Entry,
+  snat6_key: snat6Key,
+  snat6_entry: snat6Entry,
+  affinity4_key: affinity4Key,
+  affinity6_key: affinity6Key,
+  affinity_entry: affinityEntry,
+  srange4_key: srange4Key,
+  srange6_key: srange6Key,
+  srange_entry: srangeEntry,
+  node_config: nodeConfig,
+  metrics_value: metricsValue,
+  lb_settings: lbSettings,
+  icmp_bucket: icmpBucket,
+} as const;
