@@ -88,6 +88,11 @@ _Static_assert(sizeof(struct lb_slot) == 4, "lb_slot size");
 
 /* ---- backends{4,6}: backend id (__u32) -> backend ---- */
 
+/* A backend leaves a Service in two ways, chosen by the agent: deleting its
+ * entry moves the flows it had to another backend at their next packet (what
+ * UDP needs: kube-proxy clears UDP conntrack); keeping it QUARANTINED (out of
+ * the slots) lets its established flows finish there (TCP, as conntrack does
+ * for kube-proxy). Slots only ever hold backends the agent wants selected. */
 #define BE_STATE_ACTIVE      0
 #define BE_STATE_TERMINATING 1 /* serving but terminating: only when no ready ones */
 #define BE_STATE_QUARANTINED 2 /* kept for existing flows, never selected */

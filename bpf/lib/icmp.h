@@ -98,19 +98,30 @@ static __always_inline int icmp_reply_eth(struct __sk_buff *skb, struct ethhdr *
  * only offsets are used. Headers after Ethernet are stored with
  * BPF_F_RECOMPUTE_CSUM so a CHECKSUM_COMPLETE skb->csum stays true; the
  * Ethernet header is outside what skb->csum covers.
- * The caller returns REASON_NO_ENDPOINTS_REPLY, whose action redirects it.
+ * Known limit: a CHECKSUM_PARTIAL original (sent from a local netns over a
+ * veth) keeps that state, with csum_start pointing into the quote; veth
+ * peers accept it as is, but a device without checksum offload would have
+ * the stack "finish" a checksum inside the quote. bpf_skb_adjust_room()
+ * only resets CHECKSUM_UNNECESSARY, and no helper resets PARTIAL.
+ * Returns REASON_NO_ENDPOINTS_REPLY (whose action redirects the packet back
+ * out of its device) or -DROP_*.
  *
- * __noinline (a BPF-to-BPF call): this rare path owns the largest locals
- * (checksum buffer, new headers); as a subprogram they live in its own
- * frame instead of widening the per-packet frame of the whole program.
+ * These are global functions (not inlined, not static) on purpose: the
+ * verifier checks a global function once, on its own, with ctx + scalar
+ * arguments, instead of once per caller state; this rare path (a resize and
+ * a checksum loop) would otherwise multiply the verification work of the
+ * whole program, and its locals (checksum buffer, new headers) stay out of
+ * the per-packet stack frame. The original addresses are read back from the
+ * packet, which is untouched until the resize.
+ * @hlen: original IPv4 header length; @l3_len: original datagram length.
  */
-static __noinline int icmp4_no_endpoints_reply(struct __sk_buff *skb, const struct pkt *p)
+__noinline int strait_icmp4_reply(struct __sk_buff *skb, __u32 hlen, __u32 l3_len)
 {
-	__u32 hlen = p->l4_off - ETH_HLEN;
-	__u32 quote = p->l3_len;
+	__u32 quote = l3_len;
 	struct icmphdr icmp = {};
 	struct iphdr ip = {};
 	struct ethhdr eth;
+	__be32 addrs[2]; /* original saddr (client), daddr (frontend) */
 	__u16 check;
 	__u32 sum;
 
@@ -118,7 +129,8 @@ static __noinline int icmp4_no_endpoints_reply(struct __sk_buff *skb, const stru
 		quote = hlen + ICMP4_QUOTE_PAYLOAD;
 	if (!icmp_ratelimit_allow())
 		return -DROP_ICMP_RATE_LIMITED;
-	if (icmp_reply_eth(skb, &eth))
+	if (icmp_reply_eth(skb, &eth) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), addrs, sizeof(addrs)))
 		return -DROP_ICMP_REPLY_FAILED;
 
 	if (bpf_skb_change_tail(skb, ETH_HLEN + quote, 0))
@@ -131,8 +143,8 @@ static __noinline int icmp4_no_endpoints_reply(struct __sk_buff *skb, const stru
 	ip.tot_len = bpf_htons(sizeof(ip) + sizeof(icmp) + quote);
 	ip.ttl = ICMP_REPLY_TTL;
 	ip.protocol = IPPROTO_ICMP;
-	ip.saddr = p->daddr.v4; /* from the frontend the client addressed */
-	ip.daddr = p->saddr.v4;
+	ip.saddr = addrs[1]; /* from the frontend the client addressed */
+	ip.daddr = addrs[0];
 	ip.check = csum_fold(csum_buf(&ip, sizeof(ip), 0));
 	icmp.type = ICMP_DEST_UNREACH;
 	icmp.code = ICMP_PORT_UNREACH;
@@ -154,7 +166,7 @@ static __noinline int icmp4_no_endpoints_reply(struct __sk_buff *skb, const stru
 }
 
 /* Partial sum of the ICMPv6 pseudo-header (RFC 8200 8.1) for @len bytes
- * from @src to @dst; the addresses are summed where they lie. */
+ * from @src to @dst. */
 static __always_inline __u32 icmp6_pseudo_sum(const __u8 *src, const __u8 *dst, __u32 len)
 {
 	__u32 sum = csum_buf(src, 16, 0);
@@ -164,9 +176,10 @@ static __always_inline __u32 icmp6_pseudo_sum(const __u8 *src, const __u8 *dst, 
 	return csum_add(sum, bpf_htonl(IPPROTO_ICMPV6));
 }
 
-static __noinline int icmp6_no_endpoints_reply(struct __sk_buff *skb, const struct pkt *p)
+/* @l3_len: original packet length (IPv6 header included). */
+__noinline int strait_icmp6_reply(struct __sk_buff *skb, __u32 l3_len)
 {
-	__u32 quote = p->l3_len;
+	__u32 quote = l3_len;
 	struct icmp6hdr icmp = {};
 	struct ipv6hdr ip6 = {};
 	struct ethhdr eth;
@@ -177,7 +190,10 @@ static __noinline int icmp6_no_endpoints_reply(struct __sk_buff *skb, const stru
 		quote = ICMP6_QUOTE_MAX;
 	if (!icmp_ratelimit_allow())
 		return -DROP_ICMP_RATE_LIMITED;
-	if (icmp_reply_eth(skb, &eth))
+	/* The original saddr/daddr land swapped in the new header. */
+	if (icmp_reply_eth(skb, &eth) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), &ip6.daddr, 16) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, daddr), &ip6.saddr, 16))
 		return -DROP_ICMP_REPLY_FAILED;
 
 	if (bpf_skb_change_tail(skb, ETH_HLEN + quote, 0))
@@ -189,8 +205,6 @@ static __noinline int icmp6_no_endpoints_reply(struct __sk_buff *skb, const stru
 	ip6.payload_len = bpf_htons(sizeof(icmp) + quote);
 	ip6.nexthdr = IPPROTO_ICMPV6;
 	ip6.hop_limit = ICMP_REPLY_TTL;
-	__builtin_memcpy(&ip6.saddr, p->daddr.v6, 16);
-	__builtin_memcpy(&ip6.daddr, p->saddr.v6, 16);
 	icmp.icmp6_type = ICMPV6_DEST_UNREACH;
 	icmp.icmp6_code = ICMPV6_PORT_UNREACH;
 
@@ -202,13 +216,25 @@ static __noinline int icmp6_no_endpoints_reply(struct __sk_buff *skb, const stru
 
 	/* ICMPv6 covers the pseudo-header: from the frontend to the client. */
 	if (csum_skb(skb, ETH_HLEN + sizeof(ip6), sizeof(icmp) + quote,
-		     icmp6_pseudo_sum(p->daddr.v6, p->saddr.v6, sizeof(icmp) + quote), &sum))
+		     icmp6_pseudo_sum((const __u8 *)&ip6.saddr, (const __u8 *)&ip6.daddr,
+				      sizeof(icmp) + quote),
+		     &sum))
 		return -DROP_ICMP_REPLY_FAILED;
 	check = csum_fold(sum);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip6) + offsetof(struct icmp6hdr, icmp6_cksum),
 				&check, sizeof(check), BPF_F_RECOMPUTE_CSUM))
 		return -DROP_ICMP_REPLY_FAILED;
 	return REASON_NO_ENDPOINTS_REPLY;
+}
+
+static __always_inline int icmp4_no_endpoints_reply(struct __sk_buff *skb, const struct pkt *p)
+{
+	return strait_icmp4_reply(skb, p->l4_off - ETH_HLEN, p->l3_len);
+}
+
+static __always_inline int icmp6_no_endpoints_reply(struct __sk_buff *skb, const struct pkt *p)
+{
+	return strait_icmp6_reply(skb, p->l3_len);
 }
 
 /* ================================================= ICMP error translation
@@ -224,7 +250,7 @@ static __noinline int icmp6_no_endpoints_reply(struct __sk_buff *skb, const stru
  * Checksums: outer IPv4 header, quoted IPv4 header, ICMP (ICMPv4 covers the
  * message only; ICMPv6 also the outer addresses through its pseudo-header).
  * The quoted L4 checksum is left as it is: nobody verifies it, and with
- * 8 quoted bytes TCP's is not even there (Cilium does the same).
+ * 8 quoted bytes TCP's is not even there.
  * Quoted IPv6 packets must carry TCP/UDP/SCTP right after the fixed header.
  */
 
@@ -239,6 +265,15 @@ static __always_inline int icmp6_is_error(__u8 type)
 	return type == ICMPV6_DEST_UNREACH || type == ICMPV6_PKT_TOOBIG ||
 	       type == ICMPV6_TIME_EXCEED || type == ICMPV6_PARAMPROB;
 }
+
+/*
+ * Like the reply builders, the translators are global functions verified
+ * once with (ctx, l4_off): this rare path keeps its keys and quoted headers
+ * out of the per-packet frame. The caller has checked that the packet is an
+ * ICMP error with its 8-byte header present; the outer addresses are read
+ * back from the packet. Each returns REASON_ICMP_ERROR_XLATE, REASON_PASS
+ * (not about a tracked flow) or -DROP_*.
+ */
 
 struct icmp_inner4 {
 	__u32 ip_off; /* quoted IPv4 header */
@@ -257,15 +292,12 @@ struct icmp_inner6 {
 };
 
 /* 0 when the error quotes a TCP/UDP/SCTP packet we could have translated. */
-static __always_inline int icmp4_parse_inner(struct __sk_buff *skb, const struct pkt *p,
+static __always_inline int icmp4_parse_inner(struct __sk_buff *skb, __u32 l4_off,
 					     struct icmp_inner4 *in)
 {
 	__be16 ports[2];
 
-	if (!(p->flags & PKT_F_HAS_PORTS) || (p->flags & PKT_F_L4_SHORT) ||
-	    !icmp4_is_error(p->icmp_type))
-		return -1;
-	in->ip_off = p->l4_off + sizeof(struct icmphdr);
+	in->ip_off = l4_off + sizeof(struct icmphdr);
 	if (bpf_skb_load_bytes(skb, in->ip_off, &in->ip, sizeof(in->ip)))
 		return -1;
 	if (in->ip.version != 4 || in->ip.ihl < 5 || !proto_has_ports(in->ip.protocol))
@@ -280,15 +312,12 @@ static __always_inline int icmp4_parse_inner(struct __sk_buff *skb, const struct
 	return 0;
 }
 
-static __always_inline int icmp6_parse_inner(struct __sk_buff *skb, const struct pkt *p,
+static __always_inline int icmp6_parse_inner(struct __sk_buff *skb, __u32 l4_off,
 					     struct icmp_inner6 *in)
 {
 	__be16 ports[2];
 
-	if (!(p->flags & PKT_F_HAS_PORTS) || (p->flags & PKT_F_L4_SHORT) ||
-	    !icmp6_is_error(p->icmp_type))
-		return -1;
-	in->ip_off = p->l4_off + sizeof(struct icmp6hdr);
+	in->ip_off = l4_off + sizeof(struct icmp6hdr);
 	if (bpf_skb_load_bytes(skb, in->ip_off, &in->ip, sizeof(in->ip)))
 		return -1;
 	if (in->ip.version != 6 || !proto_has_ports(in->ip.nexthdr))
@@ -304,14 +333,13 @@ static __always_inline int icmp6_parse_inner(struct __sk_buff *skb, const struct
 /*
  * Rewrite one address (at @addr_off inside the quoted IPv4 header) and one
  * port (at @port_off) of the quoted packet, keeping the quoted header
- * checksum and the ICMP checksum right.
+ * checksum and the ICMP checksum (at @icmp_csum) right.
  */
-static __always_inline int icmp4_inner_rewrite(struct __sk_buff *skb, const struct pkt *p,
+static __always_inline int icmp4_inner_rewrite(struct __sk_buff *skb, __u32 icmp_csum,
 					       const struct icmp_inner4 *in, __u32 addr_off,
 					       __be32 old_addr, __be32 addr, __u32 port_off,
 					       __be16 old_port, __be16 port)
 {
-	__u32 icmp_csum = p->l4_off + offsetof(struct icmphdr, checksum);
 	__u32 ip_csum = in->ip_off + offsetof(struct iphdr, check);
 	__sum16 old_check = in->ip.check, check;
 
@@ -336,13 +364,16 @@ static __always_inline int icmp4_inner_rewrite(struct __sk_buff *skb, const stru
 	return CONTINUE;
 }
 
-/* The quoted IPv6 packet has no header checksum: only ICMPv6's changes. */
-static __always_inline int icmp6_inner_rewrite(struct __sk_buff *skb, const struct pkt *p,
-					       __u32 addr_off, const __u8 *old_addr,
-					       const __u8 *addr, __u32 port_off, __be16 old_port,
-					       __be16 port)
+/*
+ * Rewrite 16 address bytes at @addr_off and, unless @port_off is 0, a port.
+ * Outer addresses (@pseudo) reach the ICMPv6 checksum through its
+ * pseudo-header; the quoted packet's fields (no header checksum in IPv6)
+ * through the message itself.
+ */
+static __always_inline int icmp6_rewrite(struct __sk_buff *skb, __u32 icmp_csum, int pseudo,
+					 __u32 addr_off, const __u8 *old_addr, const __u8 *addr,
+					 __u32 port_off, __be16 old_port, __be16 port)
 {
-	__u32 icmp_csum = p->l4_off + offsetof(struct icmp6hdr, icmp6_cksum);
 	__s64 diff;
 
 	if (!addr6_eq(old_addr, addr)) {
@@ -351,10 +382,11 @@ static __always_inline int icmp6_inner_rewrite(struct __sk_buff *skb, const stru
 			return -DROP_CSUM;
 		if (bpf_skb_store_bytes(skb, addr_off, addr, 16, 0))
 			return -DROP_CSUM;
-		if (bpf_l4_csum_replace(skb, icmp_csum, 0, (__u32)diff, 0))
+		if (bpf_l4_csum_replace(skb, icmp_csum, 0, (__u32)diff,
+					pseudo ? BPF_F_PSEUDO_HDR : 0))
 			return -DROP_CSUM;
 	}
-	if (old_port != port) {
+	if (port_off && old_port != port) {
 		if (bpf_skb_store_bytes(skb, port_off, &port, sizeof(port), 0))
 			return -DROP_CSUM;
 		if (bpf_l4_csum_replace(skb, icmp_csum, old_port, port, sizeof(port)))
@@ -363,39 +395,22 @@ static __always_inline int icmp6_inner_rewrite(struct __sk_buff *skb, const stru
 	return CONTINUE;
 }
 
-/* An outer IPv6 address change: ICMPv6 sees it through its pseudo-header. */
-static __always_inline int icmp6_outer_rewrite(struct __sk_buff *skb, const struct pkt *p,
-					       __u32 addr_off, const __u8 *old_addr,
-					       const __u8 *addr)
-{
-	__u32 icmp_csum = p->l4_off + offsetof(struct icmp6hdr, icmp6_cksum);
-	__s64 diff;
-
-	if (addr6_eq(old_addr, addr))
-		return CONTINUE;
-	diff = bpf_csum_diff((__be32 *)old_addr, 16, (__be32 *)addr, 16, 0);
-	if (diff < 0)
-		return -DROP_CSUM;
-	if (bpf_skb_store_bytes(skb, addr_off, addr, 16, 0))
-		return -DROP_CSUM;
-	if (bpf_l4_csum_replace(skb, icmp_csum, 0, (__u32)diff, BPF_F_PSEUDO_HDR))
-		return -DROP_CSUM;
-	return CONTINUE;
-}
-
 /* Ingress, IPv4: an error about a reply we reverse-NATed. */
-static __always_inline int icmp4_error_ingress(struct __sk_buff *skb, const struct pkt *p)
+__noinline int strait_icmp4_error_ingress(struct __sk_buff *skb, __u32 l4_off)
 {
+	__u32 icmp_csum = l4_off + offsetof(struct icmphdr, checksum);
 	struct ct4_key key = {};
 	struct icmp_inner4 in;
 	struct lb4_backend *be;
 	struct ct_entry *e;
+	__be32 daddr;
 	int ret;
 
-	if (icmp4_parse_inner(skb, p, &in))
+	if (icmp4_parse_inner(skb, l4_off, &in) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, daddr), &daddr, sizeof(daddr)))
 		return REASON_PASS;
 	/* It must be addressed to the frontend the quoted reply came from. */
-	if (in.ip.saddr != p->daddr.v4)
+	if (in.ip.saddr != daddr)
 		return REASON_PASS;
 
 	key.saddr = in.ip.daddr;
@@ -411,10 +426,11 @@ static __always_inline int icmp4_error_ingress(struct __sk_buff *skb, const stru
 	if (!be)
 		return REASON_PASS;
 
-	ret = nat4_addr(skb, NAT_DST, p->daddr.v4, be->addr);
+	/* Outer daddr V -> B: ICMPv4 has no pseudo-header, IP checksum only. */
+	ret = nat4_addr(skb, NAT_DST, daddr, be->addr);
 	if (ret != CONTINUE)
 		return ret;
-	ret = icmp4_inner_rewrite(skb, p, &in, in.ip_off + offsetof(struct iphdr, saddr),
+	ret = icmp4_inner_rewrite(skb, icmp_csum, &in, in.ip_off + offsetof(struct iphdr, saddr),
 				  in.ip.saddr, be->addr, in.l4_off, in.sport, be->port);
 	if (ret != CONTINUE)
 		return ret;
@@ -422,15 +438,18 @@ static __always_inline int icmp4_error_ingress(struct __sk_buff *skb, const stru
 }
 
 /* Egress, IPv4: a backend's error about a flow we DNATed to it. */
-static __always_inline int icmp4_error_egress(struct __sk_buff *skb, const struct pkt *p)
+__noinline int strait_icmp4_error_egress(struct __sk_buff *skb, __u32 l4_off)
 {
+	__u32 icmp_csum = l4_off + offsetof(struct icmphdr, checksum);
 	struct ct4_key key = {};
 	struct icmp_inner4 in;
 	struct lb4_revnat *rn;
 	struct ct_entry *e;
+	__be32 saddr;
 	int ret;
 
-	if (icmp4_parse_inner(skb, p, &in))
+	if (icmp4_parse_inner(skb, l4_off, &in) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &saddr, sizeof(saddr)))
 		return REASON_PASS;
 
 	key.saddr = in.ip.daddr;
@@ -448,29 +467,32 @@ static __always_inline int icmp4_error_egress(struct __sk_buff *skb, const struc
 
 	/* Only when the backend itself sent it; an error from a hop in
 	 * between keeps its own source. */
-	if (p->saddr.v4 == in.ip.daddr) {
-		ret = nat4_addr(skb, NAT_SRC, p->saddr.v4, rn->addr);
+	if (saddr == in.ip.daddr) {
+		ret = nat4_addr(skb, NAT_SRC, saddr, rn->addr);
 		if (ret != CONTINUE)
 			return ret;
 	}
-	ret = icmp4_inner_rewrite(skb, p, &in, in.ip_off + offsetof(struct iphdr, daddr),
+	ret = icmp4_inner_rewrite(skb, icmp_csum, &in, in.ip_off + offsetof(struct iphdr, daddr),
 				  in.ip.daddr, rn->addr, in.l4_off + 2, in.dport, rn->port);
 	if (ret != CONTINUE)
 		return ret;
 	return REASON_ICMP_ERROR_XLATE;
 }
 
-static __always_inline int icmp6_error_ingress(struct __sk_buff *skb, const struct pkt *p)
+__noinline int strait_icmp6_error_ingress(struct __sk_buff *skb, __u32 l4_off)
 {
+	__u32 icmp_csum = l4_off + offsetof(struct icmp6hdr, icmp6_cksum);
 	struct ct6_key key = {};
 	struct icmp_inner6 in;
 	struct lb6_backend *be;
 	struct ct_entry *e;
+	__u8 daddr[16];
 	int ret;
 
-	if (icmp6_parse_inner(skb, p, &in))
+	if (icmp6_parse_inner(skb, l4_off, &in) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, daddr), daddr, 16))
 		return REASON_PASS;
-	if (!addr6_eq(&in.ip.saddr, p->daddr.v6))
+	if (!addr6_eq(&in.ip.saddr, daddr))
 		return REASON_PASS;
 
 	__builtin_memcpy(key.saddr, &in.ip.daddr, 16);
@@ -486,27 +508,29 @@ static __always_inline int icmp6_error_ingress(struct __sk_buff *skb, const stru
 	if (!be)
 		return REASON_PASS;
 
-	ret = icmp6_outer_rewrite(skb, p, ETH_HLEN + offsetof(struct ipv6hdr, daddr),
-				  p->daddr.v6, be->addr);
+	ret = icmp6_rewrite(skb, icmp_csum, 1, ETH_HLEN + offsetof(struct ipv6hdr, daddr), daddr,
+			    be->addr, 0, 0, 0);
 	if (ret != CONTINUE)
 		return ret;
-	ret = icmp6_inner_rewrite(skb, p, in.ip_off + offsetof(struct ipv6hdr, saddr),
-				  (const __u8 *)&in.ip.saddr, be->addr, in.l4_off, in.sport,
-				  be->port);
+	ret = icmp6_rewrite(skb, icmp_csum, 0, in.ip_off + offsetof(struct ipv6hdr, saddr),
+			    (const __u8 *)&in.ip.saddr, be->addr, in.l4_off, in.sport, be->port);
 	if (ret != CONTINUE)
 		return ret;
 	return REASON_ICMP_ERROR_XLATE;
 }
 
-static __always_inline int icmp6_error_egress(struct __sk_buff *skb, const struct pkt *p)
+__noinline int strait_icmp6_error_egress(struct __sk_buff *skb, __u32 l4_off)
 {
+	__u32 icmp_csum = l4_off + offsetof(struct icmp6hdr, icmp6_cksum);
 	struct ct6_key key = {};
 	struct icmp_inner6 in;
 	struct lb6_revnat *rn;
 	struct ct_entry *e;
+	__u8 saddr[16];
 	int ret;
 
-	if (icmp6_parse_inner(skb, p, &in))
+	if (icmp6_parse_inner(skb, l4_off, &in) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), saddr, 16))
 		return REASON_PASS;
 
 	__builtin_memcpy(key.saddr, &in.ip.daddr, 16);
@@ -522,18 +546,48 @@ static __always_inline int icmp6_error_egress(struct __sk_buff *skb, const struc
 	if (!rn)
 		return REASON_PASS;
 
-	if (addr6_eq(p->saddr.v6, &in.ip.daddr)) {
-		ret = icmp6_outer_rewrite(skb, p, ETH_HLEN + offsetof(struct ipv6hdr, saddr),
-					  p->saddr.v6, rn->addr);
+	if (addr6_eq(saddr, &in.ip.daddr)) {
+		ret = icmp6_rewrite(skb, icmp_csum, 1, ETH_HLEN + offsetof(struct ipv6hdr, saddr),
+				    saddr, rn->addr, 0, 0, 0);
 		if (ret != CONTINUE)
 			return ret;
 	}
-	ret = icmp6_inner_rewrite(skb, p, in.ip_off + offsetof(struct ipv6hdr, daddr),
-				  (const __u8 *)&in.ip.daddr, rn->addr, in.l4_off + 2, in.dport,
-				  rn->port);
+	ret = icmp6_rewrite(skb, icmp_csum, 0, in.ip_off + offsetof(struct ipv6hdr, daddr),
+			    (const __u8 *)&in.ip.daddr, rn->addr, in.l4_off + 2, in.dport,
+			    rn->port);
 	if (ret != CONTINUE)
 		return ret;
 	return REASON_ICMP_ERROR_XLATE;
+}
+
+/* ---- inline entry points: the cheap checks stay in the caller ---- */
+
+static __always_inline int icmp_error_candidate(const struct pkt *p)
+{
+	if (!(p->flags & PKT_F_HAS_PORTS) || (p->flags & PKT_F_L4_SHORT))
+		return 0;
+	return p->family == PKT_IPV4 ? icmp4_is_error(p->icmp_type)
+				     : icmp6_is_error(p->icmp_type);
+}
+
+static __always_inline int icmp4_error_ingress(struct __sk_buff *skb, const struct pkt *p)
+{
+	return icmp_error_candidate(p) ? strait_icmp4_error_ingress(skb, p->l4_off) : REASON_PASS;
+}
+
+static __always_inline int icmp4_error_egress(struct __sk_buff *skb, const struct pkt *p)
+{
+	return icmp_error_candidate(p) ? strait_icmp4_error_egress(skb, p->l4_off) : REASON_PASS;
+}
+
+static __always_inline int icmp6_error_ingress(struct __sk_buff *skb, const struct pkt *p)
+{
+	return icmp_error_candidate(p) ? strait_icmp6_error_ingress(skb, p->l4_off) : REASON_PASS;
+}
+
+static __always_inline int icmp6_error_egress(struct __sk_buff *skb, const struct pkt *p)
+{
+	return icmp_error_candidate(p) ? strait_icmp6_error_egress(skb, p->l4_off) : REASON_PASS;
 }
 
 #endif /* STRAIT_ICMP_H */

@@ -30,6 +30,11 @@
  * the next tcx program run, and means "default action" (pass) under clsact. */
 #define STRAIT_ACT_PASS TC_ACT_UNSPEC
 
+/* The reasons are only ever used as integers, so clang would leave the enum
+ * out of BTF; this read-only variable keeps `enum metric_reason` in every
+ * object, where the agent's codec test and bpftool can read the names. */
+const volatile enum metric_reason strait_metric_reason_btf = REASON_UNSPEC;
+
 static __always_inline void metrics_count(__u32 reason, __u32 dir, __u32 bytes)
 {
 	__u32 idx = METRICS_INDEX(reason, dir);

@@ -10,6 +10,7 @@
 #ifndef STRAIT_PARSE_H
 #define STRAIT_PARSE_H
 
+#include <stddef.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -87,6 +88,32 @@ struct pkt {
 	union strait_addr daddr;
 };
 
+/*
+ * skb->data / skb->data_end as one load straight off the ctx register each
+ * time. Plain C lets clang keep &skb->data_end in a register and load
+ * through it later, which the verifier refuses ("dereference of modified
+ * ctx ptr"); which code shape triggers it changes with every edit.
+ */
+static __always_inline void *skb_data(const struct __sk_buff *skb)
+{
+	void *ptr;
+
+	asm volatile("%0 = *(u32 *)(%1 + %2)"
+		     : "=r"(ptr)
+		     : "r"(skb), "i"(offsetof(struct __sk_buff, data)));
+	return ptr;
+}
+
+static __always_inline void *skb_data_end(const struct __sk_buff *skb)
+{
+	void *ptr;
+
+	asm volatile("%0 = *(u32 *)(%1 + %2)"
+		     : "=r"(ptr)
+		     : "r"(skb), "i"(offsetof(struct __sk_buff, data_end)));
+	return ptr;
+}
+
 static __always_inline int proto_has_ports(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
@@ -100,7 +127,7 @@ static __always_inline int proto_has_ports(__u8 proto)
  */
 static __always_inline int pkt_ensure(struct __sk_buff *skb, __u32 len)
 {
-	if ((void *)(long)skb->data + len <= (void *)(long)skb->data_end)
+	if (skb_data(skb) + len <= skb_data_end(skb))
 		return 0;
 	if (len > skb->len)
 		return -1;
@@ -127,8 +154,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 	case IPPROTO_TCP:
 		if (pkt_ensure(skb, off + sizeof(struct tcphdr)))
 			break;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+		data = skb_data(skb);
+		data_end = skb_data_end(skb);
 		l4 = data + off;
 		if (l4 + sizeof(struct tcphdr) > data_end)
 			break;
@@ -140,8 +167,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 	case IPPROTO_UDP:
 		if (pkt_ensure(skb, off + sizeof(struct udphdr)))
 			break;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+		data = skb_data(skb);
+		data_end = skb_data_end(skb);
 		l4 = data + off;
 		if (l4 + sizeof(struct udphdr) > data_end)
 			break;
@@ -153,8 +180,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 		/* Common header: ports, verification tag, CRC32c. */
 		if (pkt_ensure(skb, off + 12))
 			break;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+		data = skb_data(skb);
+		data_end = skb_data_end(skb);
 		l4 = data + off;
 		if (l4 + 12 > data_end)
 			break;
@@ -167,8 +194,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 		/* Both share the 8-byte type/code/checksum/rest layout. */
 		if (pkt_ensure(skb, off + 8))
 			break;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+		data = skb_data(skb);
+		data_end = skb_data_end(skb);
 		l4 = data + off;
 		if (l4 + 8 > data_end)
 			break;
@@ -185,8 +212,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 	p->flags |= PKT_F_L4_SHORT;
 	if (!proto_has_ports(p->proto) || pkt_ensure(skb, off + 4))
 		return CONTINUE;
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = skb_data(skb);
+	data_end = skb_data_end(skb);
 	l4 = data + off;
 	if (l4 + 4 > data_end)
 		return CONTINUE;
@@ -204,8 +231,8 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 
 	if (pkt_ensure(skb, ETH_HLEN + sizeof(struct iphdr)))
 		return -DROP_INVALID_L3;
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = skb_data(skb);
+	data_end = skb_data_end(skb);
 	ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > data_end)
 		return -DROP_INVALID_L3;
@@ -258,8 +285,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 
 	if (pkt_ensure(skb, ETH_HLEN + sizeof(struct ipv6hdr)))
 		return -DROP_INVALID_L3;
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = skb_data(skb);
+	data_end = skb_data_end(skb);
 	ip6 = data + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end)
 		return -DROP_INVALID_L3;
@@ -325,15 +352,15 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 /* Returns CONTINUE for IPv4/IPv6 (struct pkt filled), or an outcome. */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = skb_data(skb);
+	void *data_end = skb_data_end(skb);
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end) {
 		if (pkt_ensure(skb, ETH_HLEN))
 			return REASON_PASS; /* runt frame: not for us to judge */
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+		data = skb_data(skb);
+		data_end = skb_data_end(skb);
 		eth = data;
 		if ((void *)(eth + 1) > data_end)
 			return REASON_PASS;
