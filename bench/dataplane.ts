@@ -16,6 +16,7 @@ import { Dataplane } from '../src/bpf/dataplane.js';
 import { progTestRun, skbContext } from '../src/bpf/test-run.js';
 import { IPPROTO_TCP, LB_F_REJECT_NO_ENDPOINTS, LB_KIND_CLUSTER_IP, LB_SCOPE_EXTERNAL } from '../src/bpf/abi.js';
 import { packageRoot } from '../src/bpf/native.js';
+import { loadObject } from '../src/bpf/object.js';
 import { ipv4Tcp } from '../test/lib/packet.js';
 
 interface Args {
@@ -98,7 +99,7 @@ function measure(args: Args, services: number, floorFd: number): Row {
   Dataplane.destroy(root);
   const dp = Dataplane.open({
     bpfRoot: root,
-    mapSizes: { ct4: 262144, ct6: 1024, frag4: 1024, snat4: 1024, snat6: 1024, affinity4: 1024, affinity6: 1024 },
+    mapSizes: { ct4: 262144, ct6: 1024, frag4: 1024, frag6: 1024, snat4: 1024, snat6: 1024, affinity4: 1024, affinity6: 1024 },
   });
   try {
     fill(dp, services, args.backendsPerService);
@@ -126,19 +127,15 @@ function measure(args: Args, services: number, floorFd: number): Row {
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
   const floorRoot = join('/sys/fs/bpf', `strait-bench-${process.pid}-floor`);
-  const floor = Dataplane.open({
-    bpfRoot: floorRoot,
-    objectPath: join(packageRoot(), 'build', 'bpf', 'empty_tc.o'),
-    mapSizes: { ct4: 1024, ct6: 1024, frag4: 1024, snat4: 1024, snat6: 1024, affinity4: 1024, affinity6: 1024 },
-  });
+  const floor = loadObject({ file: join(packageRoot(), 'build', 'bpf', 'empty_tc.o'), bpfRoot: floorRoot, onIncompatiblePin: 'replace' });
   const rows: Row[] = [];
   try {
-    const floorFd = [...floor.programs.values()][0]?.fd;
-    if (floorFd === undefined) throw new Error('empty_tc.o has no program');
+    const floorFd = floor.programs.get('empty_tc');
+    if (floorFd === undefined) throw new Error('empty_tc.o has no program empty_tc');
     for (const n of args.services) rows.push(measure(args, n, floorFd));
   } finally {
     floor.close();
-    Dataplane.destroy(floorRoot);
+    rmSync(floorRoot, { recursive: true, force: true });
   }
   const base = rows[0];
   const f = (x: number): string => x.toFixed(1);

@@ -193,7 +193,9 @@ struct ct_entry {
 };
 _Static_assert(sizeof(struct ct_entry) == 24, "ct_entry size");
 
-/* ---- frag4: IPv4 fragments after the first follow the first (LRU) ---- */
+/* ---- frag{4,6}: fragments after the first follow the first (LRU) ----
+ * Keyed by the fragment as it arrives (before translation); the value is
+ * the address the first fragment got. See lib/frag.h. */
 
 #define FRAG_REWRITE_DADDR 0 /* ingress DNAT: daddr := addr */
 #define FRAG_REWRITE_SADDR 1 /* egress reverse NAT: saddr := addr */
@@ -213,6 +215,23 @@ struct frag4_entry {
 	__u8 pad[3];
 };
 _Static_assert(sizeof(struct frag4_entry) == 8, "frag4_entry size");
+
+struct frag6_key {
+	__u8 saddr[16]; /* as the fragments arrive (before translation) */
+	__u8 daddr[16];
+	__be32 id;      /* fragment header identification */
+	__u8 proto;     /* fragment header next header (the upper-layer protocol),
+			 * the same in every fragment of the datagram */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct frag6_key) == 40, "frag6_key size");
+
+struct frag6_entry {
+	__u8 addr[16]; /* the replacement address */
+	__u8 rewrite;  /* FRAG_REWRITE_* */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct frag6_entry) == 20, "frag6_entry size");
 
 /* ---- snat{4,6}: NodePort SNAT port allocations (LRU), north-south ---- */
 
@@ -340,7 +359,7 @@ enum metric_reason {
 	REASON_SERVICE_DNAT = 2,       /* translated to a backend */
 	REASON_REVNAT = 3,             /* reply rewritten back to the frontend */
 	REASON_ICMP_ERROR_XLATE = 4,   /* ICMP error about a tracked flow translated */
-	REASON_FRAG_XLATE = 5,         /* non-first IPv4 fragment followed its first */
+	REASON_FRAG_XLATE = 5,         /* non-first fragment followed its first */
 	REASON_NO_ENDPOINTS_REPLY = 6, /* ICMP port unreachable sent */
 	REASON_CT_RACE_JOINED = 7,     /* lost a CT insert race, used the winner's backend */
 	REASON_PASS_UNKNOWN_PROTO = 8, /* L4 we do not translate: left alone */

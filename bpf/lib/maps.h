@@ -126,6 +126,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag6_key);
+	__type(value, struct frag6_entry);
+	__uint(max_entries, DEFAULT_FRAG_MAX);
+} frag6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct snat4_key);
 	__type(value, struct snat4_entry);
 	__uint(max_entries, DEFAULT_SNAT_MAX);

@@ -123,6 +123,25 @@ static __always_inline int addr6_eq(const void *a, const void *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+/*
+ * IPv6 address only: later fragments (no L4 header) and the L3 part of
+ * nat6_rewrite(). IPv6 has no header checksum. @store_flags: nat6_rewrite()
+ * passes 0, its pseudo-header update of the L4 checksum balances the change
+ * in a CHECKSUM_COMPLETE skb->csum; a later fragment has nothing in it that
+ * does and passes BPF_F_RECOMPUTE_CSUM, so skb->csum stays true to the bytes
+ * (reassembly adds up the fragments' skb->csum).
+ */
+static __always_inline int nat6_addr(struct __sk_buff *skb, int side, const __u8 *addr,
+				     __u64 store_flags)
+{
+	__u32 off = ETH_HLEN + (side == NAT_DST ? offsetof(struct ipv6hdr, daddr)
+						: offsetof(struct ipv6hdr, saddr));
+
+	if (bpf_skb_store_bytes(skb, off, addr, 16, store_flags))
+		return -DROP_CSUM;
+	return CONTINUE;
+}
+
 /* Rewrite one side of an IPv6 TCP/UDP/SCTP packet. IPv6 has no header
  * checksum; the L4 checksum sees the address through the pseudo-header. */
 static __always_inline int nat6_rewrite(struct __sk_buff *skb, const struct pkt *p, int side,
@@ -130,11 +149,10 @@ static __always_inline int nat6_rewrite(struct __sk_buff *skb, const struct pkt 
 {
 	const __u8 *old_addr = side == NAT_DST ? p->daddr.v6 : p->saddr.v6;
 	__be16 old_port = side == NAT_DST ? p->dport : p->sport;
-	__u32 off = ETH_HLEN + (side == NAT_DST ? offsetof(struct ipv6hdr, daddr)
-						: offsetof(struct ipv6hdr, saddr));
 	__u32 csum_off;
 	__u64 flags;
 	__s64 diff;
+	int ret;
 
 	if (p->proto == IPPROTO_SCTP && old_port != port)
 		return -DROP_UNSUPPORTED;
@@ -143,8 +161,9 @@ static __always_inline int nat6_rewrite(struct __sk_buff *skb, const struct pkt 
 		diff = bpf_csum_diff((__be32 *)old_addr, 16, (__be32 *)addr, 16, 0);
 		if (diff < 0)
 			return -DROP_CSUM;
-		if (bpf_skb_store_bytes(skb, off, addr, 16, 0))
-			return -DROP_CSUM;
+		ret = nat6_addr(skb, side, addr, 0);
+		if (ret != CONTINUE)
+			return ret;
 		/* Size 0: apply the precomputed diff. */
 		if (nat_l4_csum(p, &csum_off, &flags) &&
 		    bpf_l4_csum_replace(skb, csum_off, 0, (__u32)diff, flags | BPF_F_PSEUDO_HDR))

@@ -64,6 +64,8 @@ struct icmphdr {
 
 #define IPV4_MF      0x2000
 #define IPV4_OFFSET  0x1fff
+#define IPV6_MF      0x0001 /* fragment header: more fragments */
+#define IPV6_OFFSET  0xfff8 /* fragment header: offset in 8-byte units, << 3 */
 #define IPV6_MAX_EXT 8 /* extension headers walked before DROP_IPV6_EXT_CHAIN */
 
 union strait_addr {
@@ -75,6 +77,8 @@ union strait_addr {
 struct pkt {
 	__u32 l4_off;    /* offset of the L4 header from the Ethernet header */
 	__u32 l3_len;    /* IP datagram length (header says so, else skb->len - ETH_HLEN) */
+	__be32 frag_id;  /* frag{4,6} key: IPv4 identification (16 bits, zero-extended),
+			  * IPv6 fragment header identification; 0 if not a fragment */
 	__u8 family;     /* PKT_IPV4 / PKT_IPV6 */
 	__u8 proto;      /* L4 protocol after any IPv6 extension headers */
 	__u8 flags;      /* PKT_F_* */
@@ -83,7 +87,10 @@ struct pkt {
 	__be16 dport;
 	__u8 icmp_type;  /* ICMP / ICMPv6 */
 	__u8 icmp_code;
-	__be16 frag_id;  /* IPv4 identification (frag4 key) */
+	__u8 frag_proto; /* frag{4,6} key: IPv4 protocol, IPv6 fragment header next
+			  * header (the same in every fragment; proto may differ
+			  * when more extension headers follow it in the first) */
+	__u8 pad;
 	union strait_addr saddr;
 	union strait_addr daddr;
 };
@@ -255,6 +262,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	p->saddr.v4 = ip->saddr;
 	p->daddr.v4 = ip->daddr;
 	p->frag_id = ip->id;
+	p->frag_proto = ip->protocol;
 	p->l3_len = tot ? tot : skb->len - ETH_HLEN;
 	p->l4_off = ETH_HLEN + hlen;
 
@@ -315,19 +323,23 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 		if (nh == IPPROTO_FRAGMENT) {
 			__be16 frag_off;
 
+			/* RFC 8200 4.5: next header, reserved, offset (13
+			 * bits) | res (2) | M, identification (32 bits). */
 			if (bpf_skb_load_bytes(skb, off, hdr, 8))
 				return -DROP_INVALID_L3;
 			nh = hdr[0];
 			off += 8;
 			frag_off = *(__be16 *)&hdr[2];
-			if (frag_off & bpf_htons(0xfff8)) {
+			__builtin_memcpy(&p->frag_id, &hdr[4], sizeof(p->frag_id));
+			p->frag_proto = nh;
+			if (frag_off & bpf_htons(IPV6_OFFSET)) {
 				/* Later fragment: the rest is payload. */
 				p->flags |= PKT_F_FRAG_LATER;
 				p->proto = nh;
 				p->l4_off = off;
 				return CONTINUE;
 			}
-			if (frag_off & bpf_htons(1))
+			if (frag_off & bpf_htons(IPV6_MF))
 				p->flags |= PKT_F_FRAG_FIRST;
 			continue;
 		}

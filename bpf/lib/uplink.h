@@ -64,7 +64,7 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, struct pkt *p)
 	int ret;
 
 	if (p->flags & PKT_F_FRAG_LATER)
-		return frag4_follow(skb, p, FRAG_REWRITE_DADDR);
+		return frag_follow(skb, p, FRAG_REWRITE_DADDR);
 	if (p->proto == IPPROTO_ICMP)
 		return icmp4_error_ingress(skb, p);
 	if (!proto_has_ports(p->proto))
@@ -148,7 +148,10 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, struct pkt *p)
 
 xlate:
 	if (p->flags & PKT_F_FRAG_FIRST) {
-		ret = frag4_record(p, be->addr, FRAG_REWRITE_DADDR);
+		union strait_addr to = {};
+
+		to.v4 = be->addr;
+		ret = frag_record(p, &to, FRAG_REWRITE_DADDR);
 		if (ret != CONTINUE)
 			return ret;
 	}
@@ -168,7 +171,7 @@ static __always_inline int lb4_egress(struct __sk_buff *skb, struct pkt *p)
 	int ret;
 
 	if (p->flags & PKT_F_FRAG_LATER)
-		return frag4_follow(skb, p, FRAG_REWRITE_SADDR);
+		return frag_follow(skb, p, FRAG_REWRITE_SADDR);
 	if (p->proto == IPPROTO_ICMP)
 		return icmp4_error_egress(skb, p);
 	if (!proto_has_ports(p->proto))
@@ -202,7 +205,10 @@ static __always_inline int lb4_egress(struct __sk_buff *skb, struct pkt *p)
 	}
 
 	if (p->flags & PKT_F_FRAG_FIRST) {
-		ret = frag4_record(p, rn->addr, FRAG_REWRITE_SADDR);
+		union strait_addr to = {};
+
+		to.v4 = rn->addr;
+		ret = frag_record(p, &to, FRAG_REWRITE_SADDR);
 		if (ret != CONTINUE)
 			return ret;
 	}
@@ -238,9 +244,8 @@ static __always_inline int lb6_ingress(struct __sk_buff *skb, struct pkt *p)
 	__u64 now;
 	int ret;
 
-	/* No frag6 map: later IPv6 fragments are not followed (frag.h). */
 	if (p->flags & PKT_F_FRAG_LATER)
-		return REASON_PASS_FRAGMENT;
+		return frag_follow(skb, p, FRAG_REWRITE_DADDR);
 	if (p->proto == IPPROTO_ICMPV6)
 		return icmp6_error_ingress(skb, p);
 	if (!proto_has_ports(p->proto))
@@ -311,6 +316,14 @@ static __always_inline int lb6_ingress(struct __sk_buff *skb, struct pkt *p)
 	}
 
 xlate:
+	if (p->flags & PKT_F_FRAG_FIRST) {
+		union strait_addr to;
+
+		__builtin_memcpy(to.v6, be->addr, 16);
+		ret = frag_record(p, &to, FRAG_REWRITE_DADDR);
+		if (ret != CONTINUE)
+			return ret;
+	}
 	ret = nat6_rewrite(skb, p, NAT_DST, be->addr, be->port);
 	if (ret != CONTINUE)
 		return ret;
@@ -327,7 +340,7 @@ static __always_inline int lb6_egress(struct __sk_buff *skb, struct pkt *p)
 	int ret;
 
 	if (p->flags & PKT_F_FRAG_LATER)
-		return REASON_PASS_FRAGMENT;
+		return frag_follow(skb, p, FRAG_REWRITE_SADDR);
 	if (p->proto == IPPROTO_ICMPV6)
 		return icmp6_error_egress(skb, p);
 	if (!proto_has_ports(p->proto))
@@ -359,6 +372,14 @@ static __always_inline int lb6_egress(struct __sk_buff *skb, struct pkt *p)
 		ct6_follow(&skey, e);
 	}
 
+	if (p->flags & PKT_F_FRAG_FIRST) {
+		union strait_addr to;
+
+		__builtin_memcpy(to.v6, rn->addr, 16);
+		ret = frag_record(p, &to, FRAG_REWRITE_SADDR);
+		if (ret != CONTINUE)
+			return ret;
+	}
 	ret = nat6_rewrite(skb, p, NAT_SRC, rn->addr, rn->port);
 	if (ret != CONTINUE)
 		return ret;

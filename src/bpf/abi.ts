@@ -8,6 +8,7 @@
 import {
   array,
   be16,
+  be32,
   ipv4,
   ipv6,
   pad,
@@ -187,7 +188,7 @@ export const ctEntry = struct('ct_entry', {
 });
 export type CtEntry = CodecValue<typeof ctEntry>;
 
-// ---- frag4 ----
+// ---- frag{4,6} ----
 export const FRAG_REWRITE_DADDR = 0;
 export const FRAG_REWRITE_SADDR = 1;
 
@@ -206,6 +207,24 @@ export const frag4Entry = struct('frag4_entry', {
   pad: pad(3),
 });
 export type Frag4Entry = CodecValue<typeof frag4Entry>;
+
+export const frag6Key = struct('frag6_key', {
+  saddr: ipv6,
+  daddr: ipv6,
+  /** The fragment header's 32-bit identification. */
+  id: be32,
+  /** The fragment header's next header. */
+  proto: u8,
+  pad: pad(3),
+});
+export type Frag6Key = CodecValue<typeof frag6Key>;
+
+export const frag6Entry = struct('frag6_entry', {
+  addr: ipv6,
+  rewrite: u8,
+  pad: pad(3),
+});
+export type Frag6Entry = CodecValue<typeof frag6Entry>;
 
 // ---- snat{4,6} ----
 export const snat4Key = struct('snat4_key', {
@@ -430,6 +449,8 @@ export const abiStructs = {
   ct_entry: ctEntry,
   frag4_key: frag4Key,
   frag4_entry: frag4Entry,
+  frag6_key: frag6Key,
+  frag6_entry: frag6Entry,
   snat4_key: snat4Key,
   snat4_entry: snat4Entry,
   snat6_key: snat6Key,

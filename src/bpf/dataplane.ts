@@ -30,6 +30,8 @@ import {
   ctEntry,
   frag4Entry,
   frag4Key,
+  frag6Entry,
+  frag6Key,
   icmpBucket,
   lb4Backend,
   lb4Key,
@@ -60,6 +62,8 @@ import {
   type CtEntry,
   type Frag4Entry,
   type Frag4Key,
+  type Frag6Entry,
+  type Frag6Key,
   type IcmpBucket,
   type Lb4Backend,
   type Lb4Key,
@@ -114,6 +118,7 @@ export interface DataplaneMaps {
   ct4: BpfMap<Ct4Key, CtEntry>;
   ct6: BpfMap<Ct6Key, CtEntry>;
   frag4: BpfMap<Frag4Key, Frag4Entry>;
+  frag6: BpfMap<Frag6Key, Frag6Entry>;
   snat4: BpfMap<Snat4Key, Snat4Entry>;
   snat6: BpfMap<Snat6Key, Snat6Entry>;
   affinity4: BpfMap<Affinity4Key, AffinityEntry>;
@@ -139,6 +144,7 @@ const MAP_BINDINGS: { readonly [P in keyof DataplaneMaps]: MapBinding } = {
   ct4: ['ct4', ct4Key, ctEntry],
   ct6: ['ct6', ct6Key, ctEntry],
   frag4: ['frag4', frag4Key, frag4Entry],
+  frag6: ['frag6', frag6Key, frag6Entry],
   snat4: ['snat4', snat4Key, snat4Entry],
   snat6: ['snat6', snat6Key, snat6Entry],
   affinity4: ['affinity4', affinity4Key, affinityEntry],

@@ -47,6 +47,7 @@ const SIZES: Record<string, number> = {
   ct4: 4096,
   ct6: 4096,
   frag4: 256,
+  frag6: 256,
   snat4: 1024,
   snat6: 1024,
   affinity4: 256,

@@ -1,0 +1,29 @@
+// Time as the agent's runtime pieces see it: injected, so that unit tests drive
+// the runner, health and debouncing with a fake clock instead of sleeping.
+
+export interface Clock {
+  /** Milliseconds since the Unix epoch (wall time: health reports print it). */
+  now(): number;
+  /** Calls `callback` once, `ms` milliseconds from now; returns a function that cancels it. */
+  setTimer(ms: number, callback: () => void): () => void;
+}
+
+/** setTimeout's limit: longer delays fire at once (with a warning) unless split. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** The real clock: Date.now and setTimeout. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimer(ms, callback) {
+    let handle: NodeJS.Timeout | undefined;
+    const arm = (remaining: number): void => {
+      const step = Math.min(Math.max(0, remaining), MAX_TIMEOUT_MS);
+      handle = setTimeout(() => {
+        if (remaining > MAX_TIMEOUT_MS) arm(remaining - step);
+        else callback();
+      }, step);
+    };
+    arm(ms);
+    return () => clearTimeout(handle);
+  },
+};

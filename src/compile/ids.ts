@@ -1,0 +1,448 @@
+// The ids compile hands out, remembered between syncs and recovered from the
+// pinned maps after a restart, so that an unchanged Service compiles to the
+// same bytes it compiled to before (nothing rewritten, no flow moved).
+//
+//  - service id: one per (Service port, family, endpoint set 'cluster' |
+//    'local'). Every frontend of the port that sends a scope to the same set
+//    shares it, and with it the slot table and the affinity entries.
+//  - rev-NAT id: one per frontend (address, port, protocol): replies are
+//    rewritten to the frontend the client used.
+//  - backend id: one per (address, port, protocol), shared by every Service
+//    port that uses the endpoint.
+//  - zone id: one per zone name (u16, 0 = none).
+// Ids start at 1 (0 is never used: it means "none" in the maps) and a new key
+// takes the lowest free id. Ids a sync no longer references are released at
+// the end of that sync (endSync), so they are reused at the earliest by the
+// next one, after the plan that stopped using them has been applied.
+//
+// Slot orders: the registry also remembers each service id's slot table, so
+// a changed endpoint set moves as few slots as possible (arrangeSlots).
+import { canonicalIP } from '../model/ip.js';
+import type { IPFamily } from '../model/types.js';
+import type { DesiredMaps } from './types.js';
+
+const U32_MAX = 0xffffffff;
+const U16_MAX = 0xffff;
+
+/** Which endpoint set of a Service port a service id selects from. */
+export type EndpointSet = 'cluster' | 'local';
+
+/** A backend's identity: its address (any spelling), port and IP protocol number. */
+export interface BackendRef {
+  readonly addr: string;
+  readonly port: number;
+  readonly proto: number;
+}
+
+/** "4|198.18.16.1" / "6|2001:2::1": family and canonical address. */
+function addrKey(addr: string): string {
+  const canonical = canonicalIP(addr) ?? addr;
+  return `${addr.includes(':') ? 6 : 4}|${canonical}`;
+}
+
+/** The registry key of a backend. */
+export function backendKey(b: BackendRef): string {
+  return `${addrKey(b.addr)}|${b.port}|${b.proto}`;
+}
+
+/** The registry key of a frontend (rev-NAT ids). */
+export function frontendKey(addr: string, port: number, proto: number): string {
+  return `${addrKey(addr)}|${port}|${proto}`;
+}
+
+/** The registry key of a service id. */
+export function serviceKey(portName: string, family: IPFamily, set: EndpointSet): string {
+  return `${portName}|${family}|${set}`;
+}
+
+/**
+ * Free ids as disjoint ranges in a min-heap ordered by their low end: the
+ * lowest free id in O(log n), and no memory for a huge id a corrupt map
+ * might hold.
+ */
+class IdPool {
+  private readonly heap: [number, number][] = [];
+
+  constructor(max: number, taken: readonly number[] = []) {
+    let lo = 1;
+    for (const id of [...new Set(taken)].sort((a, b) => a - b)) {
+      if (id < lo || id > max) continue;
+      if (id > lo) this.heap.push([lo, id - 1]);
+      lo = id + 1;
+    }
+    if (lo <= max) this.heap.push([lo, max]);
+    // ascending ranges already form a valid min-heap
+  }
+
+  /** The lowest free id, now taken. */
+  take(): number | undefined {
+    const top = this.heap[0];
+    if (top === undefined) return undefined;
+    const id = top[0];
+    if (top[0] < top[1]) top[0]++;
+    else this.pop();
+    return id;
+  }
+
+  /** Takes a given id if free; false when it was not free. O(n): rare paths only. */
+  takeSpecific(id: number): boolean {
+    const i = this.heap.findIndex(([lo, hi]) => lo <= id && id <= hi);
+    const range = this.heap[i];
+    if (range === undefined) return false;
+    const [lo, hi] = range;
+    this.removeAt(i);
+    if (lo < id) this.push([lo, id - 1]);
+    if (id < hi) this.push([id + 1, hi]);
+    return true;
+  }
+
+  release(id: number): void {
+    this.push([id, id]);
+  }
+
+  private push(r: [number, number]): void {
+    const h = this.heap;
+    h.push(r);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if ((h[p] as [number, number])[0] <= r[0]) break;
+      h[i] = h[p] as [number, number];
+      i = p;
+    }
+    h[i] = r;
+  }
+
+  private pop(): void {
+    this.removeAt(0);
+  }
+
+  private removeAt(i: number): void {
+    const h = this.heap;
+    const last = h.pop();
+    if (last === undefined || i >= h.length) return;
+    h[i] = last;
+    // sift down, then up (removeAt from the middle)
+    let j = i;
+    for (;;) {
+      const l = 2 * j + 1;
+      const r = l + 1;
+      let m = j;
+      if (l < h.length && (h[l] as [number, number])[0] < (h[m] as [number, number])[0]) m = l;
+      if (r < h.length && (h[r] as [number, number])[0] < (h[m] as [number, number])[0]) m = r;
+      if (m === j) break;
+      [h[j], h[m]] = [h[m] as [number, number], h[j] as [number, number]];
+      j = m;
+    }
+    while (j > 0) {
+      const p = (j - 1) >> 1;
+      if ((h[p] as [number, number])[0] <= (h[j] as [number, number])[0]) break;
+      [h[j], h[p]] = [h[p] as [number, number], h[j] as [number, number]];
+      j = p;
+    }
+  }
+}
+
+/**
+ * One id space: key ↔ id bindings, ids reserved without a key (recovered
+ * from the maps and not claimed yet, or held for quarantined backends), and
+ * the ids the current sync used.
+ */
+class IdSpace {
+  private readonly byKey = new Map<string, number>();
+  private readonly byId = new Map<number, string>();
+  /** Taken ids without a key. */
+  private readonly reserved = new Set<number>();
+  private readonly used = new Set<number>();
+  private pool: IdPool;
+
+  constructor(
+    readonly what: string,
+    private readonly max: number,
+  ) {
+    this.pool = new IdPool(max);
+  }
+
+  /** Recovery: builds the pool once every binding and reservation is known. */
+  seal(): void {
+    this.pool = new IdPool(this.max, [...this.byId.keys(), ...this.reserved]);
+  }
+
+  /** Recovery: key → id, unless either is taken already. */
+  recoverBinding(key: string, id: number): boolean {
+    if (id < 1 || id > this.max || this.byKey.has(key) || this.byId.has(id)) return false;
+    this.reserved.delete(id);
+    this.byKey.set(key, id);
+    this.byId.set(id, key);
+    return true;
+  }
+
+  /** Recovery: the id is in use in the maps; keep it from new keys until a sync claims or drops it. */
+  recoverReserved(id: number): void {
+    if (id < 1 || id > this.max || this.byId.has(id)) return;
+    this.reserved.add(id);
+  }
+
+  get(key: string): number | undefined {
+    return this.byKey.get(key);
+  }
+
+  keyOf(id: number): string | undefined {
+    return this.byId.get(id);
+  }
+
+  isReserved(id: number): boolean {
+    return this.reserved.has(id);
+  }
+
+  /** The id of key, used by this sync: its own, else a reserved candidate, else the lowest free. */
+  idFor(key: string, candidate?: (isReserved: (id: number) => boolean) => number | undefined): number {
+    let id = this.byKey.get(key);
+    if (id === undefined) {
+      const c = candidate?.((n) => this.reserved.has(n));
+      if (c !== undefined && this.reserved.delete(c)) {
+        id = c;
+      } else {
+        id = this.pool.take();
+        if (id === undefined) throw new RangeError(`no free ${this.what} id (max ${this.max})`);
+      }
+      this.byKey.set(key, id);
+      this.byId.set(id, key);
+    }
+    this.used.add(id);
+    return id;
+  }
+
+  /**
+   * Keeps id through this sync (a quarantined backend): bound to key when
+   * both are free, else reserved without a key.
+   */
+  hold(id: number, key: string): void {
+    if (id < 1 || id > this.max) return;
+    const boundKey = this.byId.get(id);
+    if (boundKey === undefined && !this.byKey.has(key)) {
+      if (this.reserved.delete(id) || this.pool.takeSpecific(id)) {
+        this.byKey.set(key, id);
+        this.byId.set(id, key);
+      }
+    } else if (boundKey === undefined && !this.reserved.has(id)) {
+      if (this.pool.takeSpecific(id)) this.reserved.add(id);
+    }
+    this.used.add(id);
+  }
+
+  /** Releases every id this sync did not use; returns them. */
+  endSync(): number[] {
+    const released: number[] = [];
+    for (const [id, key] of this.byId) {
+      if (this.used.has(id)) continue;
+      this.byId.delete(id);
+      this.byKey.delete(key);
+      released.push(id);
+    }
+    for (const id of this.reserved) {
+      if (this.used.has(id)) continue;
+      this.reserved.delete(id);
+      released.push(id);
+    }
+    for (const id of released) this.pool.release(id);
+    this.used.clear();
+    return released;
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  get reservedCount(): number {
+    return this.reserved.size;
+  }
+}
+
+/** A slot position whose backend left (filled by arrangeSlots). */
+const HOLE = 0;
+
+export interface IdRegistryStats {
+  readonly services: number;
+  readonly revNats: number;
+  readonly backends: number;
+  readonly zones: number;
+  /** Ids kept without a key: recovered and not yet claimed, or held for quarantined backends. */
+  readonly reserved: number;
+}
+
+export class IdRegistry {
+  private readonly services = new IdSpace('service', U32_MAX);
+  private readonly revNats = new IdSpace('rev-NAT', U32_MAX);
+  private readonly backends = new IdSpace('backend', U32_MAX);
+  private readonly zones = new IdSpace('zone', U16_MAX);
+  /** Service id → its slot table (backend ids, slot i + 1 at index i). */
+  private readonly slotTables = new Map<number, number[]>();
+  /** Recovered: "frontend|scope" → the service id its entry held. Until the next endSync. */
+  private serviceHints = new Map<string, number>();
+  /** Recovered: backend id → the zone id its entry held. Until the next endSync. */
+  private zoneHints = new Map<number, number>();
+
+  /**
+   * A registry for what the pinned maps hold (readCurrent after a restart):
+   * backends keep their ids, frontends their rev-NAT ids, slot tables their
+   * order; service ids and zone ids (whose keys the maps do not store) are
+   * claimed by the first compile through the frontends and backends that
+   * used them. Ids nothing claims are released by that compile.
+   */
+  static recover(current: DesiredMaps): IdRegistry {
+    const r = new IdRegistry();
+
+    for (const table of [current.backends4, current.backends6]) {
+      for (const { key, value } of table.values()) {
+        if (!r.backends.recoverBinding(backendKey(value), key)) r.backends.recoverReserved(key);
+        if (value.zone !== 0) r.zoneHints.set(key, value.zone);
+      }
+    }
+    for (const zone of r.zoneHints.values()) r.zones.recoverReserved(zone);
+
+    // Frontends: "frontend|scope" → service id (claimed by the first compile),
+    // frontend → rev-NAT id (both scopes share it; the external entry first).
+    const counts = new Map<number, number>();
+    const frontends = [...current.services4.values(), ...current.services6.values()];
+    frontends.sort((a, b) => a.key.scope - b.key.scope);
+    for (const { key, value } of frontends) {
+      const frontend = frontendKey(key.addr, key.port, key.proto);
+      r.serviceHints.set(`${frontend}|${key.scope}`, value.serviceId);
+      r.services.recoverReserved(value.serviceId);
+      counts.set(value.serviceId, Math.max(counts.get(value.serviceId) ?? 0, value.backendCount));
+      if (!r.revNats.recoverBinding(frontend, value.revNatId)) r.revNats.recoverReserved(value.revNatId);
+    }
+    // rev-NAT entries no frontend names any more: kept from new frontends until a sync drops them
+    for (const { key } of current.revnat4.values()) r.revNats.recoverReserved(key);
+    for (const { key } of current.revnat6.values()) r.revNats.recoverReserved(key);
+
+    // Slot tables, slots 1..count of the service entry; a missing slot is a
+    // hole arrangeSlots fills, slots past the count are not part of it.
+    for (const { key, value } of current.serviceSlots.values()) {
+      r.services.recoverReserved(key.serviceId);
+      const count = counts.get(key.serviceId) ?? 0;
+      if (key.slot < 1 || key.slot > count) continue;
+      let table = r.slotTables.get(key.serviceId);
+      if (table === undefined) {
+        table = new Array<number>(count).fill(HOLE);
+        r.slotTables.set(key.serviceId, table);
+      }
+      table[key.slot - 1] = value.backendId;
+    }
+
+    r.services.seal();
+    r.revNats.seal();
+    r.backends.seal();
+    r.zones.seal();
+    return r;
+  }
+
+  /**
+   * The service id of a Service port's endpoint set, used by this sync.
+   * `frontends` are the "frontend|scope" keys of the entries that will carry
+   * it: after a recovery the first of them whose recovered id is still
+   * unclaimed gives the id back.
+   */
+  serviceId(portName: string, family: IPFamily, set: EndpointSet, frontends: readonly string[]): number {
+    return this.services.idFor(serviceKey(portName, family, set), (isReserved) => {
+      for (const f of frontends) {
+        const id = this.serviceHints.get(f);
+        if (id !== undefined && isReserved(id)) return id;
+      }
+      return undefined;
+    });
+  }
+
+  /** The rev-NAT id of a frontend, used by this sync. */
+  revNatId(addr: string, port: number, proto: number): number {
+    return this.revNats.idFor(frontendKey(addr, port, proto));
+  }
+
+  /** The backend id of (address, port, protocol), used by this sync. */
+  backendId(b: BackendRef): number {
+    return this.backends.idFor(backendKey(b));
+  }
+
+  /**
+   * The zone id of a zone name ('' or undefined: 0), used by this sync. After
+   * a recovery a backend's recovered zone id is its zone's id when unclaimed.
+   */
+  zoneId(zone: string | undefined, backendId?: number): number {
+    if (zone === undefined || zone === '') return 0;
+    return this.zones.idFor(zone, (isReserved) => {
+      const hint = backendId === undefined ? undefined : this.zoneHints.get(backendId);
+      return hint !== undefined && isReserved(hint) ? hint : undefined;
+    });
+  }
+
+  /** Keeps a quarantined backend's id (and its key) through this sync. */
+  holdBackend(id: number, b: BackendRef): void {
+    this.backends.hold(id, backendKey(b));
+  }
+
+  /**
+   * The slot table of service id for the backend ids `wanted` (in endpoint
+   * order), moving as few slots as possible from its previous table:
+   *  - a backend that stays keeps its slot;
+   *  - a slot whose backend left takes a new backend (in `wanted` order);
+   *  - new backends left over go to the end;
+   *  - holes left over take the backend of the last slot (the table shrinks
+   *    from the end).
+   * So one endpoint added writes one slot; one removed rewrites at most one
+   * slot (the last one moves into the hole) and deletes the last; a
+   * replacement rewrites one slot. Without a previous table (a new service
+   * id) the table is `wanted` as given: deterministic for a given registry
+   * history, and equal to the sorted endpoints for a fresh one.
+   */
+  arrangeSlots(serviceId: number, wanted: readonly number[]): readonly number[] {
+    const want = new Set(wanted);
+    const previous = this.slotTables.get(serviceId) ?? [];
+    const seen = new Set<number>();
+    const table = previous.map((id) => {
+      if (id === HOLE || !want.has(id) || seen.has(id)) return HOLE;
+      seen.add(id);
+      return id;
+    });
+    const fresh = [...want].filter((id) => !seen.has(id));
+    let next = 0;
+    for (let i = 0; i < table.length && next < fresh.length; i++) {
+      if (table[i] === HOLE) table[i] = fresh[next++] as number;
+    }
+    while (next < fresh.length) table.push(fresh[next++] as number);
+    for (let i = 0; i < table.length; i++) {
+      if (table[i] !== HOLE) continue;
+      while (table.length > i && table[table.length - 1] === HOLE) table.pop();
+      if (i < table.length) table[i] = table.pop() as number;
+    }
+    this.slotTables.set(serviceId, table);
+    return table;
+  }
+
+  /**
+   * Ends a sync: every id it did not use (nor hold) is released and may be
+   * reused by the next sync; recovered hints are dropped.
+   */
+  endSync(): void {
+    for (const id of this.services.endSync()) this.slotTables.delete(id);
+    this.revNats.endSync();
+    this.backends.endSync();
+    this.zones.endSync();
+    this.serviceHints = new Map();
+    this.zoneHints = new Map();
+  }
+
+  stats(): IdRegistryStats {
+    return {
+      services: this.services.size,
+      revNats: this.revNats.size,
+      backends: this.backends.size,
+      zones: this.zones.size,
+      reserved:
+        this.services.reservedCount +
+        this.revNats.reservedCount +
+        this.backends.reservedCount +
+        this.zones.reservedCount,
+    };
+  }
+}
