@@ -86,6 +86,16 @@ _Static_assert(sizeof(struct lb_slot) == 4, "lb_slot size");
 /* ---- maglev: hash of maps, service id -> array[MAGLEV_TABLE_SIZE] of backend ids ---- */
 #define MAGLEV_TABLE_SIZE 16381 /* prime; the agent builds and swaps whole tables */
 
+/* ---- service_names: service id (__u32) -> what people call it ----
+ * Never read by the datapath: it lets `strait lb list` and `bpftool map dump`
+ * name a service id from the pinned maps alone, with the agent stopped. */
+#define SERVICE_NAME_MAX 128
+
+struct service_name {
+	char name[SERVICE_NAME_MAX]; /* "namespace/name:port/PROTO", NUL-terminated */
+};
+_Static_assert(sizeof(struct service_name) == 128, "service_name size");
+
 /* ---- backends{4,6}: backend id (__u32) -> backend ---- */
 
 /* A backend leaves a Service in two ways, chosen by the agent: deleting its

@@ -73,6 +73,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* service id */
+	__type(value, struct service_name);
+	__uint(max_entries, DEFAULT_SERVICES_MAX);
+	__NOPREALLOC;
+} service_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32); /* backend id */
 	__type(value, struct lb4_backend);
 	__uint(max_entries, DEFAULT_BACKENDS_MAX);

@@ -9,6 +9,7 @@ import {
   array,
   be16,
   be32,
+  cstring,
   ipv4,
   ipv6,
   pad,
@@ -95,6 +96,13 @@ export const lbSlot = struct('lb_slot', {
   backendId: u32,
 });
 export type LbSlot = CodecValue<typeof lbSlot>;
+
+// ---- service_names (for people; the datapath never reads it) ----
+export const SERVICE_NAME_MAX = 128;
+export const serviceName = struct('service_name', {
+  name: cstring(SERVICE_NAME_MAX),
+});
+export type ServiceName = CodecValue<typeof serviceName>;
 
 // ---- maglev ----
 export const MAGLEV_TABLE_SIZE = 16381;
@@ -440,6 +448,7 @@ export const abiStructs = {
   lb_service: lbService,
   lb_slot_key: lbSlotKey,
   lb_slot: lbSlot,
+  service_name: serviceName,
   lb4_backend: lb4Backend,
   lb6_backend: lb6Backend,
   lb4_revnat: lb4Revnat,

@@ -32,6 +32,7 @@ export type FieldKind =
   | 'ipv4'
   | 'ipv6'
   | 'bytes'
+  | 'cstring'
   | 'pad';
 
 /** The type of one field: how many bytes, aligned how, read and written how. */
@@ -327,6 +328,29 @@ export function bytes(n: number): FieldType<Buffer> {
   };
 }
 
+/**
+ * A NUL-terminated C string in a `char[n]`: decoded up to the first NUL,
+ * encoded zero-filled; a longer value is cut to n - 1 bytes so the NUL stays.
+ */
+export function cstring(n: number): FieldType<string> {
+  return {
+    kind: 'cstring',
+    size: n,
+    align: 1,
+    count: n,
+    zero: () => '',
+    read: (b, o) => {
+      const raw = b.subarray(o, o + n);
+      const end = raw.indexOf(0);
+      return raw.subarray(0, end < 0 ? n : end).toString('utf8');
+    },
+    write: (b, o, v) => {
+      b.fill(0, o, o + n);
+      Buffer.from(v, 'utf8').copy(b, o, 0, n - 1);
+    },
+  };
+}
+
 export function pad(n: number): PadType {
   return {
     kind: 'pad',
@@ -414,7 +438,7 @@ export function struct<S extends Shape>(name: string, shape: S): Codec<StructVal
       offset,
       size: type.size,
       kind: type.kind,
-      ...(type.count !== undefined && type.kind !== 'pad' && type.kind !== 'bytes'
+      ...(type.count !== undefined && type.kind !== 'pad' && type.kind !== 'bytes' && type.kind !== 'cstring'
         ? { count: type.count }
         : {}),
     });

@@ -42,6 +42,7 @@ import {
   lbService,
   lbSettings,
   lbSlot,
+  serviceName,
   lbSlotKey,
   metricReasonName,
   metricsValue,
@@ -74,6 +75,7 @@ import {
   type LbService,
   type LbSettings,
   type LbSlot,
+  type ServiceName,
   type LbSlotKey,
   type MetricsValue,
   type NodeConfig,
@@ -109,6 +111,8 @@ export interface DataplaneMaps {
   services4: BpfMap<Lb4Key, LbService>;
   services6: BpfMap<Lb6Key, LbService>;
   serviceSlots: BpfMap<LbSlotKey, LbSlot>;
+  /** Service id → "namespace/name:port/PROTO"; for the CLI and bpftool only. */
+  serviceNames: BpfMap<number, ServiceName>;
   /** Hash of maps: service id → inner array (update with the inner map fd; lookup gives its id). */
   maglev: BpfMap<number, number>;
   backends4: BpfMap<number, Lb4Backend>;
@@ -136,6 +140,7 @@ const MAP_BINDINGS: { readonly [P in keyof DataplaneMaps]: MapBinding } = {
   services4: ['services4', lb4Key, lbService],
   services6: ['services6', lb6Key, lbService],
   serviceSlots: ['service_slots', lbSlotKey, lbSlot],
+  serviceNames: ['service_names', u32Codec, serviceName],
   maglev: ['maglev', u32Codec, u32Codec],
   backends4: ['backends4', u32Codec, lb4Backend],
   backends6: ['backends6', u32Codec, lb6Backend],

@@ -87,6 +87,8 @@ function acceptedCTypes(kind: FieldKind, size: number, count?: number): string[]
       return ['__be32'];
     case 'ipv6':
       return ['__u8[16]'];
+    case 'cstring':
+      return [`char[${size}]`];
     case 'bytes':
     case 'pad':
       return [`__u8[${size}]`, ...(size === 1 ? ['__u8'] : []), ...(size === 4 ? ['__u32'] : [])];
