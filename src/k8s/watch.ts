@@ -322,8 +322,7 @@ class ResourceWatch {
       }
       for (const item of body.items ?? []) items.push(item);
       resourceVersion = body.metadata?.resourceVersion ?? resourceVersion;
-      cont = body.metadata?.['_continue'] ?? (body.metadata as { continue?: string } | undefined)?.continue;
-      if (!cont) cont = undefined;
+      cont = (body.metadata as { continue?: string } | undefined)?.continue || undefined;
     } while (cont);
     this.listDelivered = true;
     this.owner.markConnected(this);
@@ -487,9 +486,8 @@ class Watcher implements ClusterWatch {
     rw.apiErrors++;
     rw.lastError = describeError(err);
     const status = errorStatus(err);
-    const wasConnected = rw.connected;
     rw.connected = false;
-    if (wasConnected || this.connected) this.#updateConnected(rw);
+    this.#updateConnected(rw);
     const info: ApiErrorInfo = {
       resource: rw.name, error: rw.lastError,
       ...(status !== undefined ? { status } : {}),
