@@ -142,6 +142,21 @@ static __always_inline int pkt_ensure(struct __sk_buff *skb, __u32 len)
 }
 
 /*
+ * Are @len bytes at @off part of the datagram and in the linear head? The
+ * datagram ends where its IP length field says (p->l3_len), not where the
+ * frame ends: bytes past it (Ethernet padding, or a length field that lies)
+ * are not L4 header, and translating them would rewrite ports and
+ * checksums the receiver never reads as such.
+ */
+static __always_inline int l4_present(struct __sk_buff *skb, const struct pkt *p, __u32 off,
+				      __u32 len)
+{
+	if (off + len > ETH_HLEN + p->l3_len)
+		return 0;
+	return !pkt_ensure(skb, off + len);
+}
+
+/*
  * The fixed L4 header. A truncated header does not end the parse: the
  * program only knows whether the packet is for a Service (DROP_INVALID_L4)
  * or not (left to the stack) after the lookup, so the ports are read when
@@ -159,7 +174,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 
 	switch (p->proto) {
 	case IPPROTO_TCP:
-		if (pkt_ensure(skb, off + sizeof(struct tcphdr)))
+		if (!l4_present(skb, p, off, sizeof(struct tcphdr)))
 			break;
 		data = skb_data(skb);
 		data_end = skb_data_end(skb);
@@ -172,7 +187,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 		p->flags |= PKT_F_HAS_PORTS;
 		return CONTINUE;
 	case IPPROTO_UDP:
-		if (pkt_ensure(skb, off + sizeof(struct udphdr)))
+		if (!l4_present(skb, p, off, sizeof(struct udphdr)))
 			break;
 		data = skb_data(skb);
 		data_end = skb_data_end(skb);
@@ -185,7 +200,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 		return CONTINUE;
 	case IPPROTO_SCTP:
 		/* Common header: ports, verification tag, CRC32c. */
-		if (pkt_ensure(skb, off + 12))
+		if (!l4_present(skb, p, off, 12))
 			break;
 		data = skb_data(skb);
 		data_end = skb_data_end(skb);
@@ -199,7 +214,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
 		/* Both share the 8-byte type/code/checksum/rest layout. */
-		if (pkt_ensure(skb, off + 8))
+		if (!l4_present(skb, p, off, 8))
 			break;
 		data = skb_data(skb);
 		data_end = skb_data_end(skb);
@@ -217,7 +232,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 
 	/* Truncated fixed header: keep the ports if the first 4 bytes exist. */
 	p->flags |= PKT_F_L4_SHORT;
-	if (!proto_has_ports(p->proto) || pkt_ensure(skb, off + 4))
+	if (!proto_has_ports(p->proto) || !l4_present(skb, p, off, 4))
 		return CONTINUE;
 	data = skb_data(skb);
 	data_end = skb_data_end(skb);

@@ -2,7 +2,10 @@
 // the runner, health and debouncing with a fake clock instead of sleeping.
 
 export interface Clock {
-  /** Milliseconds since the Unix epoch (wall time: health reports print it). */
+  /**
+   * Milliseconds since the Unix epoch, never going backwards: intervals are
+   * measured with it, and health reports print it as a time.
+   */
   now(): number;
   /** Calls `callback` once, `ms` milliseconds from now; returns a function that cancels it. */
   setTimer(ms: number, callback: () => void): () => void;
@@ -11,9 +14,13 @@ export interface Clock {
 /** setTimeout's limit: longer delays fire at once (with a warning) unless split. */
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
-/** The real clock: Date.now and setTimeout. */
+/**
+ * The real clock: monotonic time expressed as epoch milliseconds (the process
+ * start's wall time plus the monotonic time since), so that an NTP step cannot
+ * stall the runner or fake a health timeout; and setTimeout. Logs use Date.now.
+ */
 export const systemClock: Clock = {
-  now: () => Date.now(),
+  now: () => performance.timeOrigin + performance.now(),
   setTimer(ms, callback) {
     let handle: NodeJS.Timeout | undefined;
     const arm = (remaining: number): void => {

@@ -4,7 +4,10 @@
 //   log.error('manifest invalid', { file, object: 'Service default/web', field: 'metadata.name', error });
 // Error values in fields are written with their name, message and own context
 // fields (BpfError's op and errno, …), so every error names what it concerns.
-import { systemClock, type Clock } from './clock.js';
+import type { Clock } from './clock.js';
+
+/** Log lines carry wall time (unlike systemClock, which is monotonic). */
+const WALL_CLOCK: Pick<Clock, 'now'> = { now: () => Date.now() };
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFormat = 'json' | 'text';
@@ -39,6 +42,7 @@ export interface LoggerOptions {
   readonly sink?: LogSink;
   /** Colour levels in text format; default: the sink is a TTY and NO_COLOR is unset. */
   readonly color?: boolean;
+  /** Default: wall time (Date.now). */
   readonly clock?: Pick<Clock, 'now'>;
   /** Fields on every line. */
   readonly fields?: LogFields;
@@ -54,7 +58,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     format,
     color,
     minRank: RANK[options.level ?? 'info'],
-    clock: options.clock ?? systemClock,
+    clock: options.clock ?? WALL_CLOCK,
   };
   return new StructuredLogger(config, options.fields ?? {});
 }

@@ -186,8 +186,9 @@ function walk(state: WalkState, value: unknown, location: string, base: Path, lo
     return;
   }
   const namespace = metadata['namespace'];
-  if (namespace !== undefined && namespace !== null && (typeof namespace !== 'string' || kind === 'Node')) {
-    report(`${location} (${kind} ${name})`, ['metadata', 'namespace'], kind === 'Node' ? 'a Node has no namespace' : `not a string but ${describe(namespace)}`);
+  // A Node is cluster-scoped: like the API server, ignore a namespace on it.
+  if (kind !== 'Node' && namespace !== undefined && namespace !== null && typeof namespace !== 'string') {
+    report(`${location} (${kind} ${name})`, ['metadata', 'namespace'], `not a string but ${describe(namespace)}`);
     return;
   }
   const ref = {

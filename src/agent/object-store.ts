@@ -4,6 +4,7 @@
 // (the runner's run(), the health's queuedUpdate()) hear about every change that
 // changes something: writing an object equal to the stored one is not a change.
 import { isDeepStrictEqual } from 'node:util';
+import type { ClusterStore } from '../k8s/watch.js';
 import type { EndpointSlice, Node, ObjectMeta, Service } from '../model/k8s-types.js';
 
 export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node';
@@ -61,7 +62,7 @@ export function objectKey(kind: ObjectKind, metadata: ObjectMeta | undefined): s
   return `${metadata?.namespace || 'default'}/${name}`;
 }
 
-export class ObjectStore {
+export class ObjectStore implements ClusterStore {
   readonly nodeName: string;
   readonly #objects: Record<ObjectKind, Map<string, StoredObject>> = {
     Service: new Map(),
@@ -174,6 +175,37 @@ export class ObjectStore {
   /** Every listed kind has been marked synced (default: Services and EndpointSlices). */
   hasSynced(kinds: readonly ObjectKind[] = ['Service', 'EndpointSlice']): boolean {
     return kinds.every((k) => this.#synced.has(k));
+  }
+
+  // ---- ClusterStore: what the Kubernetes watch (src/k8s) writes through ----
+  // An API object always has a name; one without is refused by throwing, which
+  // the watch reports and counts (storeErrors).
+
+  upsertService(obj: Service): void {
+    this.#upsertOrThrow('Service', obj);
+  }
+
+  deleteService(namespace: string, name: string): void {
+    this.delete('Service', objectKey('Service', { namespace, name }));
+  }
+
+  upsertEndpointSlice(obj: EndpointSlice): void {
+    this.#upsertOrThrow('EndpointSlice', obj);
+  }
+
+  deleteEndpointSlice(namespace: string, name: string): void {
+    this.delete('EndpointSlice', objectKey('EndpointSlice', { namespace, name }));
+  }
+
+  /** This node's object; undefined = deleted. */
+  setNode(obj: Node | undefined): void {
+    if (obj === undefined) this.delete('Node', this.nodeName);
+    else this.#upsertOrThrow('Node', obj);
+  }
+
+  #upsertOrThrow<K extends ObjectKind>(kind: K, obj: ObjectOfKind[K]): void {
+    const result = this.upsert(kind, obj);
+    if (!result.ok) throw new Error(result.error);
   }
 
   #changed(kind: ObjectKind, key: string, previous: StoredObject | undefined, current: StoredObject | undefined): void {

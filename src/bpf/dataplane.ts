@@ -89,7 +89,7 @@ import {
 } from './abi.js';
 import type { Codec } from './codec.js';
 import { BpfError, ENODEV, ENOENT } from './errors.js';
-import { BpfMap, MapType, PerCpuMap, mapInfo, type MapSpec } from './map.js';
+import { BpfMap, MapType, PerCpuMap, mapInfo, openPinnedMap, type MapSpec } from './map.js';
 import {
   STRAIT_TC_AUTO,
   STRAIT_TC_CLSACT,
@@ -213,6 +213,27 @@ export interface MetricSample {
   dir: TcDirection;
   packets: bigint;
   bytes: bigint;
+}
+
+/** The metrics map summed over CPUs, non-zero counters only. */
+export function sumMetrics(metrics: PerCpuMap<number, MetricsValue>): MetricSample[] {
+  const out: MetricSample[] = [];
+  for (const [index, perCpu] of metrics.entries()) {
+    let packets = 0n;
+    let bytes = 0n;
+    for (const v of perCpu) {
+      packets += v.packets;
+      bytes += v.bytes;
+    }
+    if (packets === 0n && bytes === 0n) continue;
+    out.push({
+      reason: metricReasonName(index % METRIC_REASONS),
+      dir: Math.floor(index / METRIC_REASONS) === 0 ? 'ingress' : 'egress',
+      packets,
+      bytes,
+    });
+  }
+  return out;
 }
 
 export interface DataplaneLoadReport {
@@ -454,23 +475,7 @@ export class Dataplane {
 
   /** Per-(reason, direction) counters summed over CPUs; only non-zero ones. */
   readMetrics(): MetricSample[] {
-    const out: MetricSample[] = [];
-    for (const [index, perCpu] of this.maps.metrics.entries()) {
-      let packets = 0n;
-      let bytes = 0n;
-      for (const v of perCpu) {
-        packets += v.packets;
-        bytes += v.bytes;
-      }
-      if (packets === 0n && bytes === 0n) continue;
-      out.push({
-        reason: metricReasonName(index % METRIC_REASONS),
-        dir: Math.floor(index / METRIC_REASONS) === 0 ? 'ingress' : 'egress',
-        packets,
-        bytes,
-      });
-    }
-    return out;
+    return sumMetrics(this.maps.metrics);
   }
 
   /**
@@ -508,6 +513,21 @@ export class Dataplane {
     if (this.closed) return;
     this.closed = true;
     this.object.close();
+  }
+
+  /**
+   * The pinned maps under bpfRoot, typed, without loading any program: what
+   * the read-only CLI commands use, so they work with the agent stopped. Maps
+   * not pinned there are absent; close() every map when done.
+   */
+  static openPinned(bpfRoot: string = DEFAULT_BPF_ROOT, native?: Native): Partial<DataplaneMaps> {
+    const out: Partial<Record<keyof DataplaneMaps, unknown>> = {};
+    for (const [prop, [cName, key, value]] of Object.entries(MAP_BINDINGS)) {
+      const path = join(bpfRoot, cName);
+      if (!existsSync(path)) continue;
+      out[prop as keyof DataplaneMaps] = openPinnedMap(path, key, value, native);
+    }
+    return out as Partial<DataplaneMaps>;
   }
 
   /**

@@ -4,7 +4,8 @@
 //
 // Per Service port and family (all its frontends share the endpoint arrays):
 //  - one service id per endpoint set a scope uses ('cluster' / 'local'), its
-//    slot table in service_slots (IdRegistry.arrangeSlots: stable slots);
+//    slot table in service_slots (IdRegistry.arrangeSlots: stable slots) and
+//    its name in service_names;
 //  - one backend per endpoint of those sets (shared by Service ports);
 // per frontend (address, port, protocol):
 //  - a rev-NAT entry (rev-NAT id → frontend address and port);
@@ -33,6 +34,7 @@ import {
   LB_KIND_NODE_PORT,
   LB_SCOPE_EXTERNAL,
   LB_SCOPE_INTERNAL,
+  SERVICE_NAME_MAX,
   type LbService,
 } from '../bpf/abi.js';
 import { endpointsForScope, scopesDiffer, type TrafficScope } from '../model/build-model.js';
@@ -102,6 +104,18 @@ function firstOfFamily(addresses: readonly string[] | undefined, family: IPFamil
   return addresses?.find((a) => a.includes(':') === (family === 'IPv6'));
 }
 
+/**
+ * A name cut to what service_name.name holds (SERVICE_NAME_MAX - 1 bytes and
+ * a NUL), at a character boundary so it reads back as written (Kubernetes
+ * names are ASCII; this only matters for the longest ones).
+ */
+function fitServiceName(name: string): string {
+  if (Buffer.byteLength(name, 'utf8') < SERVICE_NAME_MAX) return name;
+  let out = name;
+  while (Buffer.byteLength(out, 'utf8') >= SERVICE_NAME_MAX) out = out.slice(0, -1);
+  return out;
+}
+
 export function compile(model: Model, ids: IdRegistry, opts: CompileOptions = {}): CompileResult {
   // held first, so no new backend takes a quarantined backend's id
   for (const [id, ref] of opts.quarantine ?? []) ids.holdBackend(id, ref);
@@ -109,6 +123,7 @@ export function compile(model: Model, ids: IdRegistry, opts: CompileOptions = {}
   const backends4 = new TableBuilder('backends4');
   const backends6 = new TableBuilder('backends6');
   const serviceSlots = new TableBuilder('serviceSlots');
+  const serviceNameTable = new TableBuilder('serviceNames');
   const revnat4 = new TableBuilder('revnat4');
   const revnat6 = new TableBuilder('revnat6');
   const sourceRanges4 = new TableBuilder('sourceRanges4');
@@ -165,7 +180,9 @@ export function compile(model: Model, ids: IdRegistry, opts: CompileOptions = {}
       const table = ids.arrangeSlots(id, wanted);
       table.forEach((backendId, i) => serviceSlots.set({ serviceId: id, slot: i + 1 }, { backendId }));
       services.set(set, { id, count: table.length });
-      serviceNames.set(id, set === 'local' ? `${first.portName} local` : first.portName);
+      const name = set === 'local' ? `${first.portName} local` : first.portName;
+      serviceNames.set(id, name);
+      serviceNameTable.set(id, { name: fitServiceName(name) });
     }
 
     // frontends
@@ -239,6 +256,7 @@ export function compile(model: Model, ids: IdRegistry, opts: CompileOptions = {}
       backends4: backends4.entries,
       backends6: backends6.entries,
       serviceSlots: serviceSlots.entries,
+      serviceNames: serviceNameTable.entries,
       revnat4: revnat4.entries,
       revnat6: revnat6.entries,
       sourceRanges4: sourceRanges4.entries,

@@ -13,7 +13,10 @@
 // Ids start at 1 (0 is never used: it means "none" in the maps) and a new key
 // takes the lowest free id. Ids a sync no longer references are released at
 // the end of that sync (endSync), so they are reused at the earliest by the
-// next one, after the plan that stopped using them has been applied.
+// next one, after the plan that stopped using them has been applied. Backend
+// ids compile is told to hold (quarantined backends: diff.ts heldBackends)
+// are not released while the maps keep them, so no new backend inherits the
+// connections of a quarantined one.
 //
 // Slot orders: the registry also remembers each service id's slot table, so
 // a changed endpoint set moves as few slots as possible (arrangeSlots).
@@ -34,10 +37,13 @@ export interface BackendRef {
   readonly proto: number;
 }
 
-/** "4|198.18.16.1" / "6|2001:2::1": family and canonical address. */
+/**
+ * An address as registry keys hold it: IPv4 as given (the model and the codecs
+ * both write canonical dotted quads: no parse on the hot path), IPv6 in the
+ * model's canonical form (codecs print IPv4-embedded tails differently).
+ */
 function addrKey(addr: string): string {
-  const canonical = canonicalIP(addr) ?? addr;
-  return `${addr.includes(':') ? 6 : 4}|${canonical}`;
+  return addr.includes(':') ? (canonicalIP(addr) ?? addr) : addr;
 }
 
 /** The registry key of a backend. */
@@ -143,17 +149,25 @@ class IdPool {
   }
 }
 
+/** A key ↔ id binding; `sync` is the last sync that used it. */
+interface Binding {
+  readonly key: string;
+  readonly id: number;
+  sync: number;
+}
+
 /**
  * One id space: key ↔ id bindings, ids reserved without a key (recovered
  * from the maps and not claimed yet, or held for quarantined backends), and
- * the ids the current sync used.
+ * which of them the current sync used (a sync number per binding: marking
+ * one used costs no set operation).
  */
 class IdSpace {
-  private readonly byKey = new Map<string, number>();
-  private readonly byId = new Map<number, string>();
-  /** Taken ids without a key. */
-  private readonly reserved = new Set<number>();
-  private readonly used = new Set<number>();
+  private readonly byKey = new Map<string, Binding>();
+  private readonly byId = new Map<number, Binding>();
+  /** Taken ids without a key → the last sync that held them (0: recovered, not held yet). */
+  private readonly reserved = new Map<number, number>();
+  private sync = 1;
   private pool: IdPool;
 
   constructor(
@@ -165,51 +179,49 @@ class IdSpace {
 
   /** Recovery: builds the pool once every binding and reservation is known. */
   seal(): void {
-    this.pool = new IdPool(this.max, [...this.byId.keys(), ...this.reserved]);
+    this.pool = new IdPool(this.max, [...this.byId.keys(), ...this.reserved.keys()]);
   }
 
   /** Recovery: key → id, unless either is taken already. */
   recoverBinding(key: string, id: number): boolean {
     if (id < 1 || id > this.max || this.byKey.has(key) || this.byId.has(id)) return false;
     this.reserved.delete(id);
-    this.byKey.set(key, id);
-    this.byId.set(id, key);
+    this.bind(key, id, 0);
     return true;
   }
 
   /** Recovery: the id is in use in the maps; keep it from new keys until a sync claims or drops it. */
   recoverReserved(id: number): void {
-    if (id < 1 || id > this.max || this.byId.has(id)) return;
-    this.reserved.add(id);
+    if (id < 1 || id > this.max || this.byId.has(id) || this.reserved.has(id)) return;
+    this.reserved.set(id, 0);
+  }
+
+  private bind(key: string, id: number, sync: number): void {
+    const b: Binding = { key, id, sync };
+    this.byKey.set(key, b);
+    this.byId.set(id, b);
   }
 
   get(key: string): number | undefined {
-    return this.byKey.get(key);
-  }
-
-  keyOf(id: number): string | undefined {
-    return this.byId.get(id);
-  }
-
-  isReserved(id: number): boolean {
-    return this.reserved.has(id);
+    return this.byKey.get(key)?.id;
   }
 
   /** The id of key, used by this sync: its own, else a reserved candidate, else the lowest free. */
   idFor(key: string, candidate?: (isReserved: (id: number) => boolean) => number | undefined): number {
-    let id = this.byKey.get(key);
-    if (id === undefined) {
-      const c = candidate?.((n) => this.reserved.has(n));
-      if (c !== undefined && this.reserved.delete(c)) {
-        id = c;
-      } else {
-        id = this.pool.take();
-        if (id === undefined) throw new RangeError(`no free ${this.what} id (max ${this.max})`);
-      }
-      this.byKey.set(key, id);
-      this.byId.set(id, key);
+    const b = this.byKey.get(key);
+    if (b !== undefined) {
+      b.sync = this.sync;
+      return b.id;
     }
-    this.used.add(id);
+    let id: number | undefined;
+    const c = candidate?.((n) => this.reserved.has(n));
+    if (c !== undefined && this.reserved.delete(c)) {
+      id = c;
+    } else {
+      id = this.pool.take();
+      if (id === undefined) throw new RangeError(`no free ${this.what} id (max ${this.max})`);
+    }
+    this.bind(key, id, this.sync);
     return id;
   }
 
@@ -219,34 +231,37 @@ class IdSpace {
    */
   hold(id: number, key: string): void {
     if (id < 1 || id > this.max) return;
-    const boundKey = this.byId.get(id);
-    if (boundKey === undefined && !this.byKey.has(key)) {
-      if (this.reserved.delete(id) || this.pool.takeSpecific(id)) {
-        this.byKey.set(key, id);
-        this.byId.set(id, key);
-      }
-    } else if (boundKey === undefined && !this.reserved.has(id)) {
-      if (this.pool.takeSpecific(id)) this.reserved.add(id);
+    const bound = this.byId.get(id);
+    if (bound !== undefined) {
+      bound.sync = this.sync;
+      return;
     }
-    this.used.add(id);
+    const reserved = this.reserved.has(id);
+    if (!reserved && !this.pool.takeSpecific(id)) return;
+    if (this.byKey.has(key)) {
+      this.reserved.set(id, this.sync);
+    } else {
+      this.reserved.delete(id);
+      this.bind(key, id, this.sync);
+    }
   }
 
   /** Releases every id this sync did not use; returns them. */
   endSync(): number[] {
     const released: number[] = [];
-    for (const [id, key] of this.byId) {
-      if (this.used.has(id)) continue;
-      this.byId.delete(id);
-      this.byKey.delete(key);
-      released.push(id);
+    for (const b of this.byId.values()) {
+      if (b.sync === this.sync) continue;
+      this.byId.delete(b.id);
+      this.byKey.delete(b.key);
+      released.push(b.id);
     }
-    for (const id of this.reserved) {
-      if (this.used.has(id)) continue;
+    for (const [id, sync] of this.reserved) {
+      if (sync === this.sync) continue;
       this.reserved.delete(id);
       released.push(id);
     }
     for (const id of released) this.pool.release(id);
-    this.used.clear();
+    this.sync++;
     return released;
   }
 

@@ -11,6 +11,7 @@ import type {
   LbService,
   LbSlot,
   LbSlotKey,
+  ServiceName,
   Srange4Key,
   Srange6Key,
   SrangeEntry,
@@ -29,6 +30,8 @@ export interface DesiredMaps {
   readonly backends4: EntryTable<number, Lb4Backend>;
   readonly backends6: EntryTable<number, Lb6Backend>;
   readonly serviceSlots: EntryTable<LbSlotKey, LbSlot>;
+  /** Service id → its name, for `strait lb list` and bpftool with the agent stopped (never read by the datapath). */
+  readonly serviceNames: EntryTable<number, ServiceName>;
   readonly revnat4: EntryTable<number, Lb4Revnat>;
   readonly revnat6: EntryTable<number, Lb6Revnat>;
   readonly sourceRanges4: EntryTable<Srange4Key, SrangeEntry>;
@@ -47,6 +50,7 @@ export const WRITE_ORDER: readonly ManagedMapName[] = [
   'backends4',
   'backends6',
   'serviceSlots',
+  'serviceNames',
   'revnat4',
   'revnat6',
   'sourceRanges4',

@@ -257,6 +257,8 @@ class ResourceWatch {
   apiErrors = 0;
   restarts = 0;
   storeErrors = 0;
+  /** Objects in the informer's cache (adds − deletes; cheaper than informer.list().length). */
+  objects = 0;
   lastError: string | undefined;
   attempt = 0;
   retryTimer: NodeJS.Timeout | undefined;
@@ -270,9 +272,15 @@ class ResourceWatch {
       (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = owner.watchIdleTimeoutMs;
     }
     this.informer = new ListWatch<KubernetesObject>(spec.path, watch, () => this.list(), false, undefined, spec.fieldSelector);
-    this.informer.on('add', (o) => this.deliver('upsert', o));
+    this.informer.on('add', (o) => {
+      this.objects++;
+      this.deliver('upsert', o);
+    });
     this.informer.on('update', (o) => this.deliver('upsert', o));
-    this.informer.on('delete', (o) => this.deliver('delete', o));
+    this.informer.on('delete', (o) => {
+      this.objects--;
+      this.deliver('delete', o);
+    });
     this.informer.on('error', (err) => this.owner.onInformerError(this, err));
   }
 
@@ -333,7 +341,7 @@ class ResourceWatch {
     return {
       connected: this.connected,
       synced: this.synced,
-      objects: this.informer.list().length,
+      objects: this.objects,
       resourceVersion: this.informer.latestResourceVersion(),
       lists: this.lists,
       watches: this.watches,
@@ -462,7 +470,7 @@ class Watcher implements ClusterWatch {
     rw.synced = true;
     if (this.isSynced || !this.resources.every((r) => r.synced)) return;
     this.isSynced = true;
-    const counts = Object.fromEntries(this.resources.map((r) => [r.name, r.informer.list().length]));
+    const counts = Object.fromEntries(this.resources.map((r) => [r.name, r.objects]));
     this.log.info('initial sync from the Kubernetes API complete', {
       ...counts, durationMs: Math.round(performance.now() - this.#started),
     });

@@ -41,7 +41,7 @@ export const ADVERTISE_ADDRESS = '198.18.0.1';
 const KUBERNETES_SERVICE_IPS = ['198.19.0.1', '2001:2:0:ff::1'];
 
 const DIR_PREFIX = 'strait-cp-';
-const BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl'] as const;
+const BINARIES = ['etcd', 'etcdctl', 'kube-apiserver', 'kube-controller-manager', 'kubectl'] as const;
 
 export type Component = 'etcd' | 'kube-apiserver' | 'kube-controller-manager';
 
@@ -584,6 +584,13 @@ export class ControlPlane {
   /** Runs the cached kubectl against this control plane (admin kubeconfig unless given). */
   async kubectl(args: string[], kubeconfig = this.kubeconfigPath): Promise<string> {
     const { stdout } = await execFileP(join(this.binDir, 'kubectl'), [`--kubeconfig=${kubeconfig}`, ...args]);
+    return stdout;
+  }
+
+  /** Runs the cached etcdctl against this control plane's etcd (e.g. to change state behind the
+   * apiserver's back while it is down: ['del', '/registry/services/specs/NS/NAME']). */
+  async etcdctl(args: string[]): Promise<string> {
+    const { stdout } = await execFileP(join(this.binDir, 'etcdctl'), [`--endpoints=${this.etcdUrl}`, ...args]);
     return stdout;
   }
 
