@@ -1,0 +1,388 @@
+// The node agent: a source (Kubernetes informers or a manifest directory)
+// fills the object store; every change asks the bounded-frequency runner for a
+// sync; a sync reads top to bottom like kube-proxy's syncProxyRules:
+//   wait for the initial lists → model → compile → diff → ordered apply →
+//   flush conntrack of what left → health checks, metrics, status, one log line.
+// The pinned maps outlive the agent: a restart adopts them, recovers every id
+// from them, and its first sync writes only what changed meanwhile.
+import { performance } from 'node:perf_hooks';
+import { Dataplane, type TcMode } from '../bpf/dataplane.js';
+import {
+  IdRegistry,
+  applyPlan,
+  collectQuarantine,
+  compile,
+  ctBackendIds,
+  diff,
+  heldBackends,
+  readCurrent,
+  type DesiredMaps,
+  type DiffOptions,
+  type SyncPlan,
+} from '../compile/index.js';
+import { watchCluster, type ClusterWatch } from '../k8s/index.js';
+import { buildModel, formatObjectRef, type Model } from '../model/index.js';
+import { BoundedFrequencyRunner, type RunOutcome } from './bounded-frequency-runner.js';
+import { HealthCheckServers } from './health-check-servers.js';
+import { AgentHealth } from './health.js';
+import { startHttp, type HttpServers } from './http.js';
+import type { Logger } from './logger.js';
+import { watchManifests, type ManifestWatcher } from './manifests.js';
+import { Counter, Gauge, Histogram, Registry, exponentialBuckets } from './metrics.js';
+import { ObjectStore } from './object-store.js';
+import { statusFilePath, writeStatusFile, type AgentStatus } from './status-file.js';
+
+export type AgentSource = { readonly kind: 'kubernetes'; readonly kubeconfig?: string } | { readonly kind: 'manifests'; readonly dir: string };
+
+export interface AgentConfig {
+  readonly nodeName: string;
+  readonly source: AgentSource;
+  readonly bpfRoot: string;
+  readonly stateDir: string;
+  /** Uplinks to attach the tc programs to (in the agent's own network namespace). */
+  readonly devices: readonly string[];
+  readonly tcMode: TcMode;
+  readonly metricsAddr: string;
+  readonly healthzAddr: string;
+  /** Addresses the health-check node ports listen on ("" = all). */
+  readonly healthCheckBindAddresses: readonly string[];
+  readonly minSyncPeriodMs: number;
+  readonly syncPeriodMs: number;
+  readonly nodePortAddresses: readonly string[] | undefined;
+  /** The node's addresses when no Node object says them (manifest mode). */
+  readonly nodeAddresses: readonly string[] | undefined;
+  readonly mapSizes: Readonly<Record<string, number>>;
+  readonly log: Logger;
+}
+
+interface AgentMetrics {
+  readonly syncDuration: Histogram;
+  readonly lastSync: Gauge;
+  readonly services: Gauge;
+  readonly frontends: Gauge;
+  readonly backends: Gauge;
+  readonly syncErrors: Counter;
+  readonly writeFailures: Counter;
+  readonly ctEntries: Gauge<'family'>;
+  readonly datapathPackets: Counter<'reason' | 'direction'>;
+  readonly datapathBytes: Counter<'reason' | 'direction'>;
+  readonly apiErrors: Counter;
+}
+
+const DIFF_OPTIONS: DiffOptions = { quarantineTcpBackends: true };
+
+export class Agent {
+  readonly config: AgentConfig;
+  readonly registry = new Registry();
+  readonly store: ObjectStore;
+  readonly health: AgentHealth;
+  readonly #log: Logger;
+  readonly #metrics: AgentMetrics;
+  readonly #healthChecks: HealthCheckServers;
+  #dp: Dataplane | undefined;
+  #ids: IdRegistry | undefined;
+  /** What the managed maps hold, as far as this agent knows (re-read on periodic syncs). */
+  #state: DesiredMaps | undefined;
+  #runner: BoundedFrequencyRunner | undefined;
+  #http: HttpServers | undefined;
+  #watch: ClusterWatch | undefined;
+  #manifests: ManifestWatcher | undefined;
+  #periodicPending = false;
+  #status: Omit<AgentStatus, 'version' | 'pid' | 'nodeName' | 'bpfRoot' | 'source'> = {
+    lastSync: null,
+    lastSyncDurationMs: null,
+    lastError: null,
+    services: 0,
+    frontends: 0,
+    backends: 0,
+    skipped: [],
+    errors: [],
+  };
+
+  constructor(config: AgentConfig) {
+    this.config = config;
+    this.#log = config.log;
+    this.store = new ObjectStore({ nodeName: config.nodeName });
+    this.health = new AgentHealth({ healthTimeoutMs: 2 * config.syncPeriodMs });
+    this.#healthChecks = new HealthCheckServers({
+      bindAddresses: config.healthCheckBindAddresses,
+      isProxyHealthy: () => this.health.isHealthy(),
+      log: config.log,
+    });
+    this.#metrics = this.#registerMetrics();
+  }
+
+  get dataplane(): Dataplane {
+    if (!this.#dp) throw new Error('agent not started');
+    return this.#dp;
+  }
+
+  /** Opens (adopting) the maps, attaches, starts HTTP, the source and the runner. */
+  async start(): Promise<void> {
+    const { config } = this;
+    const dp = Dataplane.open({ bpfRoot: config.bpfRoot, mapSizes: { ...config.mapSizes } });
+    this.#dp = dp;
+    this.#log.info('dataplane loaded', {
+      bpfRoot: config.bpfRoot,
+      adopted: dp.load.adopted.length,
+      created: dp.load.created,
+      replaced: dp.load.replaced,
+    });
+    for (const ifname of config.devices) {
+      const a = dp.attachTc({ ifname, mode: config.tcMode });
+      this.#log.info('attached', { device: ifname, mode: a.ingress.mode, updated: a.ingress.updated });
+    }
+    this.#state = readCurrent(dp);
+    this.#ids = IdRegistry.recover(this.#state);
+
+    const http = await startHttp({
+      metricsAddr: config.metricsAddr,
+      healthzAddr: config.healthzAddr,
+      health: this.health,
+      registry: this.registry,
+      log: this.#log,
+    });
+    if (!http.ok) throw new Error(`http: ${http.error.server}: ${http.error.message}`);
+    this.#http = http.value;
+
+    this.#runner = new BoundedFrequencyRunner({
+      name: 'sync',
+      fn: () => this.#sync(),
+      minInterval: config.minSyncPeriodMs,
+      maxInterval: config.syncPeriodMs,
+      onRun: (o) => this.#onRun(o),
+    });
+    this.store.onChange(() => {
+      this.health.queuedUpdate();
+      this.#runner?.run();
+    });
+    await this.#startSource();
+    this.#runner.start();
+    this.#runner.run();
+  }
+
+  async #startSource(): Promise<void> {
+    const { source } = this.config;
+    if (source.kind === 'manifests') {
+      this.health.setSource('manifests', { connected: true });
+      const w = await watchManifests(source.dir, this.store, { log: this.#log });
+      if (!w.ok) throw new Error(`--manifests ${w.error.dir}: ${w.error.message}`);
+      this.#manifests = w.value;
+      // The directory is the whole truth: once read it is "listed".
+      for (const kind of ['Service', 'EndpointSlice', 'Node'] as const) this.store.markSynced(kind);
+      return;
+    }
+    this.health.setSource('kubernetes', { connected: false, reason: 'connecting' });
+    this.#watch = watchCluster({
+      ...(source.kubeconfig !== undefined ? { kubeconfig: source.kubeconfig } : {}),
+      nodeName: this.config.nodeName,
+      store: this.store,
+      log: this.#log.child({ component: 'watch' }),
+      onSynced: () => {
+        for (const kind of ['Service', 'EndpointSlice', 'Node'] as const) this.store.markSynced(kind);
+        this.#runner?.run();
+      },
+      onConnectionChange: (c) =>
+        this.health.setSource('kubernetes', c.connected ? { connected: true } : { connected: false, reason: c.error ?? `${c.resource} disconnected` }),
+      onApiError: () => this.#metrics.apiErrors.inc(),
+    });
+  }
+
+  /** One sync; errors propagate to the runner, which retries with backoff. */
+  async #sync(): Promise<void> {
+    const dp = this.dataplane;
+    const ids = this.#ids;
+    if (!ids) throw new Error('agent not started');
+    // Never program a partial view: before the initial lists nothing is withdrawn or added.
+    if (!this.store.hasSynced(['Service', 'EndpointSlice'])) return;
+    const started = performance.now();
+    const full = this.#periodicPending;
+    this.#periodicPending = false;
+
+    const snapshot = this.store.snapshot();
+    this.health.syncNode(snapshot.node as Parameters<AgentHealth["syncNode"]>[0]);
+    const model = buildModel({
+      services: snapshot.services,
+      endpointSlices: snapshot.endpointSlices,
+      nodeName: this.config.nodeName,
+      node: snapshot.node,
+      nodePortAddresses: this.config.nodePortAddresses,
+      nodeAddresses: this.config.nodeAddresses,
+    });
+    // A periodic sync re-reads the maps, so entries changed behind our back are repaired.
+    let state = full || !this.#state ? readCurrent(dp) : this.#state;
+    const compiled = compile(model, ids, { quarantine: heldBackends(state, DIFF_OPTIONS) });
+    const plan = diff(state, compiled.maps, DIFF_OPTIONS);
+    const result = applyPlan(dp, plan);
+    state = result.failures.length > 0 ? readCurrent(dp) : plan.after;
+    const flushed = this.#flushConntrack(plan);
+    if (full) {
+      const collected = collectQuarantine(ctBackendIds(dp), state);
+      if (collected.total.deletes > 0) {
+        const r = applyPlan(dp, collected);
+        state = r.failures.length > 0 ? readCurrent(dp) : collected.after;
+      }
+    }
+    this.#state = state;
+
+    const hcErrors = await this.#healthChecks.sync(model.healthChecks);
+    const durationMs = performance.now() - started;
+    this.#record(model, state, durationMs);
+    for (const f of result.failures) {
+      this.#metrics.writeFailures.inc();
+      this.#log.error('map write failed', { map: f.map, op: f.op, key: f.key, error: f.error });
+    }
+    for (const e of hcErrors) this.#log.warn('health check port', { service: formatObjectRef(e.ref), port: e.nodePort, error: e.message });
+    this.#log.info('sync', {
+      full,
+      services: this.#status.services,
+      frontends: this.#status.frontends,
+      backends: this.#status.backends,
+      upserts: plan.total.upserts,
+      deletes: plan.total.deletes,
+      quarantined: plan.total.quarantined,
+      ctFlushed: flushed,
+      failures: result.failures.length,
+      skipped: model.skipped.length,
+      errors: model.errors.length,
+      durationMs: Math.round(durationMs * 100) / 100,
+    });
+    if (result.failures.length > 0) {
+      throw new Error(`${result.failures.length} map writes failed (first: ${result.failures[0]?.map} ${result.failures[0]?.key}: ${result.failures[0]?.error})`);
+    }
+    this.health.updated();
+  }
+
+  /**
+   * Conntrack entries of deleted backends and removed frontends go with them:
+   * UDP flows move on at once (kube-proxy clears UDP conntrack), and a reused id
+   * never inherits a stranger's flows.
+   */
+  #flushConntrack(plan: SyncPlan): number {
+    const backends = new Set<number>();
+    const revNats = new Set<number>();
+    for (const step of plan.steps) {
+      if (step.op !== 'delete') continue;
+      if (step.map === 'backends4' || step.map === 'backends6') for (const k of step.keys) backends.add(k);
+      if (step.map === 'revnat4' || step.map === 'revnat6') for (const k of step.keys) revNats.add(k);
+    }
+    if (backends.size === 0 && revNats.size === 0) return 0;
+    const dp = this.dataplane;
+    let flushed = 0;
+    for (const ct of [dp.maps.ct4, dp.maps.ct6] as const) {
+      const doomed = [];
+      for (const [key, e] of ct.entries()) if (backends.has(e.backendId) || revNats.has(e.revNatId)) doomed.push(key);
+      flushed += ct.batchDelete(doomed as never[]);
+    }
+    return flushed;
+  }
+
+  #record(model: Model, state: DesiredMaps, durationMs: number): void {
+    const services = new Set(model.servicePorts.map((sp) => `${sp.name.namespace}/${sp.name.name}`));
+    this.#status = {
+      lastSync: new Date().toISOString(),
+      lastSyncDurationMs: durationMs,
+      lastError: null,
+      services: services.size,
+      frontends: state.services4.size + state.services6.size,
+      backends: state.backends4.size + state.backends6.size,
+      skipped: model.skipped.map((s) => ({ service: `${s.ref.namespace}/${s.ref.name}`, reason: s.reason, message: s.message })),
+      errors: model.errors.map((e) => ({ object: formatObjectRef(e.ref), field: e.field, message: e.message })),
+    };
+    const m = this.#metrics;
+    m.syncDuration.observe(durationMs / 1000);
+    m.lastSync.set(Date.now() / 1000);
+    m.services.set(this.#status.services);
+    m.frontends.set(this.#status.frontends);
+    m.backends.set(this.#status.backends);
+    this.#writeStatus();
+  }
+
+  #onRun(o: RunOutcome): void {
+    if (o.trigger === 'periodic') this.#periodicPending = false;
+    if (o.ok) return;
+    this.#metrics.syncErrors.inc();
+    const message = o.error instanceof Error ? o.error.message : String(o.error);
+    this.#status = { ...this.#status, lastError: message };
+    this.#writeStatus();
+    this.#log.error('sync failed', { error: message, failures: o.failures, retryInMs: o.retryInMs });
+  }
+
+  #writeStatus(): void {
+    const { config } = this;
+    try {
+      writeStatusFile(statusFilePath(config.bpfRoot, config.stateDir), {
+        version: 1,
+        pid: process.pid,
+        nodeName: config.nodeName,
+        bpfRoot: config.bpfRoot,
+        source: config.source.kind,
+        ...this.#status,
+      });
+    } catch (e: unknown) {
+      this.#log.warn('status file not written', { error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  #registerMetrics(): AgentMetrics {
+    const r = this.registry;
+    const m: AgentMetrics = {
+      syncDuration: r.histogram({
+        name: 'strait_sync_duration_seconds',
+        help: 'Duration of one sync: model, compile, diff and map writes.',
+        buckets: exponentialBuckets(0.0005, 2, 16),
+      }),
+      lastSync: r.gauge({ name: 'strait_last_sync_timestamp_seconds', help: 'Unix time of the last successful sync.' }),
+      services: r.gauge({ name: 'strait_services', help: 'Services programmed.' }),
+      frontends: r.gauge({ name: 'strait_frontends', help: 'Frontend entries (services4 + services6).' }),
+      backends: r.gauge({ name: 'strait_backends', help: 'Backend entries (backends4 + backends6).' }),
+      syncErrors: r.counter({ name: 'strait_sync_errors_total', help: 'Syncs that failed.' }),
+      writeFailures: r.counter({ name: 'strait_map_write_failures_total', help: 'Map entries that could not be written.' }),
+      ctEntries: r.gauge({ name: 'strait_ct_entries', help: 'Connection-tracking entries.', labelNames: ['family'] }),
+      datapathPackets: r.counter({
+        name: 'strait_datapath_packets_total',
+        help: 'Packets by datapath outcome (the metrics map).',
+        labelNames: ['reason', 'direction'],
+      }),
+      datapathBytes: r.counter({
+        name: 'strait_datapath_bytes_total',
+        help: 'Bytes by datapath outcome (the metrics map).',
+        labelNames: ['reason', 'direction'],
+      }),
+      apiErrors: r.counter({ name: 'strait_api_errors_total', help: 'Kubernetes API errors (list/watch failures).' }),
+    };
+    // Kernel-side numbers are read when scraped, not on every packet.
+    r.addCollector(() => {
+      const dp = this.#dp;
+      if (!dp) return;
+      m.ctEntries.set(dp.maps.ct4.count(), { family: 'ipv4' });
+      m.ctEntries.set(dp.maps.ct6.count(), { family: 'ipv6' });
+      for (const s of dp.readMetrics()) {
+        m.datapathPackets.set(Number(s.packets), { reason: s.reason, direction: s.dir });
+        m.datapathBytes.set(Number(s.bytes), { reason: s.reason, direction: s.dir });
+      }
+    });
+    return m;
+  }
+
+  /** Where HTTP listens (real ports), for tests and logs. */
+  get http(): HttpServers | undefined {
+    return this.#http;
+  }
+
+  /** Asks for a sync now (merged with others by the runner). */
+  requestSync(): void {
+    this.#runner?.run();
+  }
+
+  /** Stops everything but the dataplane: pins and attachments stay for the next agent. */
+  async stop(): Promise<void> {
+    await this.#runner?.stop();
+    await this.#watch?.stop();
+    this.#manifests?.close();
+    await this.#healthChecks.close();
+    await this.#http?.close();
+    this.#dp?.close();
+    this.#dp = undefined;
+  }
+}
