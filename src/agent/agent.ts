@@ -39,8 +39,10 @@ export interface AgentConfig {
   readonly source: AgentSource;
   readonly bpfRoot: string;
   readonly stateDir: string;
-  /** Uplinks to attach the tc programs to (in the agent's own network namespace). */
+  /** Uplinks to attach the tc programs to. */
   readonly devices: readonly string[];
+  /** The network namespace the devices live in (a path or a name under /run/netns); default the agent's own. */
+  readonly devicesNetns: string | undefined;
   readonly tcMode: TcMode;
   readonly metricsAddr: string;
   readonly healthzAddr: string;
@@ -129,8 +131,8 @@ export class Agent {
       replaced: dp.load.replaced,
     });
     for (const ifname of config.devices) {
-      const a = dp.attachTc({ ifname, mode: config.tcMode });
-      this.#log.info('attached', { device: ifname, mode: a.ingress.mode, updated: a.ingress.updated });
+      const a = dp.attachTc({ ifname, mode: config.tcMode, ...(config.devicesNetns !== undefined ? { netns: config.devicesNetns } : {}) });
+      this.#log.info('attached', { device: ifname, netns: config.devicesNetns ?? null, mode: a.ingress.mode, updated: a.ingress.updated });
     }
     this.#state = readCurrent(dp);
     this.#ids = IdRegistry.recover(this.#state);

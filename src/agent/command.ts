@@ -22,6 +22,7 @@ Node:
 Dataplane:
   --bpf-root DIR             where maps and links are pinned (default ${DEFAULT_BPF_ROOT})
   --devices IF[,IF]          uplinks to attach the tc programs to (default: none)
+  --devices-netns NS         the devices are in this network namespace (path or /run/netns name), not the agent's
   --tc-mode auto|tcx|clsact  how to attach (default auto: tcx where the kernel has it)
   --map-size NAME=N          max_entries of a map, repeatable (e.g. ct4=1048576)
 Sync:
@@ -61,6 +62,7 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
       'nodeport-addresses': { type: 'string' },
       'bpf-root': { type: 'string', default: DEFAULT_BPF_ROOT },
       devices: { type: 'string' },
+      'devices-netns': { type: 'string' },
       'tc-mode': { type: 'string', default: 'auto' },
       'map-size': { type: 'string', multiple: true },
       'min-sync-period': { type: 'string', default: '1s' },
@@ -104,6 +106,7 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
     bpfRoot: values['bpf-root'],
     stateDir: values['state-dir'],
     devices: list(values.devices),
+    devicesNetns: values['devices-netns'],
     tcMode,
     metricsAddr: values['metrics-addr'],
     healthzAddr: values['healthz-addr'],
