@@ -19,6 +19,8 @@ APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 ethtool tcpdump libelf-de
                 zlib1g-dev pkg-config gcc make
 DEPS_STAMP := node_modules/.strait-deps
 
+include lab/k8s.mk
+
 .PHONY: deps build bpf native ts test test-unit test-bpf test-netns bench clean bpffs
 
 # System packages are installed only when a tool is missing, so warm machines
@@ -52,7 +54,9 @@ ts:
 bpffs:
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 
-test: build bpffs
+# The e2e tests run real etcd/kube-apiserver/kube-controller-manager built from
+# the official Go modules (cached outside the repo; the first build takes a while).
+test: build bpffs k8s-bins
 	$(NODE_BIN)/vitest run
 
 test-unit: build
