@@ -236,8 +236,14 @@ build_one() { # name moddir tags ldflags
   : >"$blog"
   # Heartbeat: elapsed time and packages compiled so far (go build -v).
   (
-    while sleep "$heartbeat"; do
-      log "  ... $name: $(fmt_secs $((SECONDS - start))), $(grep -vc '^go: ' "$blog" 2>/dev/null || echo 0) packages compiled"
+    # Kill the pending sleep too on exit: it holds stderr open (pipes, tee).
+    sp=
+    trap '[[ -n "$sp" ]] && kill "$sp" 2>/dev/null; exit 0' TERM
+    while :; do
+      sleep "$heartbeat" & sp=$!
+      wait "$sp"
+      c=$(grep -vc '^go: ' "$blog" 2>/dev/null) || true
+      log "  ... $name: $(fmt_secs $((SECONDS - start))), ${c:-0} packages compiled so far"
     done
   ) &
   hb_pid=$!
