@@ -21,7 +21,7 @@ DEPS_STAMP := node_modules/.strait-deps
 
 include lab/k8s.mk
 
-.PHONY: deps build bpf native ts test test-unit test-bpf test-netns bench clean bpffs
+.PHONY: deps build bpf native ts test test-unit test-bpf test-netns bench clean bpffs demo demo-down
 
 # System packages are installed only when a tool is missing, so warm machines
 # skip apt entirely; npm ci runs when package-lock.json changed.
@@ -58,6 +58,14 @@ bpffs:
 # the official Go modules (cached outside the repo; the first build takes a while).
 test: build bpffs k8s-bins
 	$(NODE_BIN)/vitest run
+
+# The lab (strait lab --help): real etcd/kube-apiserver/kube-controller-manager, 2 namespace
+# nodes with one agent each, 4 backend pods, Services and traffic. Leaves the lab up.
+STRAIT := $(NODE_BIN)/node dist/src/cli/main.js
+demo: build bpffs k8s-bins
+	$(STRAIT) lab demo
+demo-down:
+	$(STRAIT) lab down
 
 test-unit: build
 	$(NODE_BIN)/vitest run test/unit

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -476,4 +477,116 @@ int strait_tc_detach(const char *netns_path, const char *ifname, int32_t directi
 out:
 	netns_leave(&g);
 	return err;
+}
+
+/* ---- cgroup attach ---- */
+
+/* Is the link pinned at pin_path a cgroup link of this cgroup and type? */
+static int cgroup_link_matches(int link_fd, uint64_t cgroup_id, int32_t attach_type)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(link_fd, &info, &len) < 0)
+		return 0; /* not a link */
+	return info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cgroup_id &&
+	       info.cgroup.attach_type == (__u32)attach_type;
+}
+
+int strait_cgroup_attach(const char *cgroup_path, int32_t attach_type, int prog_fd,
+			 const char *pin_path, struct strait_cgroup_attachment *out)
+{
+	struct stat st;
+	int cg_fd, link_fd, err;
+
+	if (!cgroup_path || !pin_path || !out)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	cg_fd = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg_fd < 0)
+		return -errno;
+	if (fstat(cg_fd, &st) < 0) {
+		err = -errno;
+		goto out;
+	}
+	out->cgroup_id = (uint64_t)st.st_ino;
+
+	link_fd = bpf_obj_get(pin_path);
+	if (link_fd >= 0) {
+		if (cgroup_link_matches(link_fd, out->cgroup_id, attach_type)) {
+			err = bpf_link_update(link_fd, prog_fd, NULL);
+			close(link_fd);
+			if (err == 0)
+				out->updated = 1;
+			goto out;
+		}
+		close(link_fd);
+		/* Another cgroup (--cgroup changed) or not a cgroup link. */
+		if (unlink(pin_path) < 0 && errno != ENOENT) {
+			err = -errno;
+			goto out;
+		}
+		out->replaced = 1;
+	}
+	link_fd = bpf_link_create(prog_fd, cg_fd, (enum bpf_attach_type)attach_type, NULL);
+	if (link_fd < 0) {
+		err = link_fd;
+		goto out;
+	}
+	err = bpf_obj_pin(link_fd, pin_path);
+	close(link_fd); /* the pin keeps it; a failed pin detaches here */
+out:
+	close(cg_fd);
+	return err < 0 ? err : 0;
+}
+
+/* ---- BPF iterators ---- */
+
+int64_t strait_iter_run(int prog_fd, const char *netns_path, void *buf, uint32_t size)
+{
+	char scratch[4096];
+	struct netns_guard g;
+	int64_t total = 0;
+	int link_fd, iter_fd, err;
+	ssize_t n;
+
+	link_fd = bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, NULL);
+	if (link_fd < 0)
+		return link_fd;
+	err = netns_enter(netns_path, &g);
+	if (err) {
+		close(link_fd);
+		return err;
+	}
+	/* The iterator takes the namespace of the thread creating it. */
+	iter_fd = bpf_iter_create(link_fd);
+	err = iter_fd < 0 ? iter_fd : 0;
+	netns_leave(&g);
+	if (err) {
+		close(link_fd);
+		return err;
+	}
+	for (;;) {
+		n = read(iter_fd, scratch, sizeof(scratch));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			total = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		if (buf && (uint64_t)total < size) {
+			size_t take = (size_t)n;
+
+			if ((uint64_t)total + take > size)
+				take = size - (size_t)total;
+			memcpy((char *)buf + total, scratch, take);
+		}
+		total += n;
+	}
+	close(iter_fd);
+	close(link_fd);
+	return total;
 }

@@ -113,4 +113,27 @@ int strait_ifindex(const char *netns_path, const char *ifname);
 int strait_tc_detach(const char *netns_path, const char *ifname, int32_t direction,
 		     int32_t mode, const char *pin_path);
 
+/* ---- cgroup attach (socket LB) ----
+ * bpf_link_create(prog_fd, <cgroup_path's fd>, attach_type) pinned at
+ * pin_path; the pin keeps the program attached after the caller exits and
+ * unlinking it detaches. A link already pinned there for the same cgroup and
+ * attach type gets the new program (bpf_link_update: atomic swap, no socket
+ * sees a gap); one for another cgroup or type is unpinned (detached) and
+ * replaced. cgroup_id is the cgroup's id (its inode number on cgroup2). */
+struct strait_cgroup_attachment {
+	uint64_t cgroup_id;
+	int32_t updated;  /* an existing pinned link got the new program */
+	int32_t replaced; /* a pinned link for another cgroup/type was detached */
+};
+int strait_cgroup_attach(const char *cgroup_path, int32_t attach_type, int prog_fd,
+			 const char *pin_path, struct strait_cgroup_attachment *out);
+
+/* ---- BPF iterators ----
+ * A BPF_TRACE_ITER link for prog_fd and an iterator created inside
+ * netns_path (NULL: the caller's namespace; socket iterators walk the
+ * namespace they were created in), read to the end — the program runs
+ * meanwhile — and closed again. The first `size` bytes of the output are
+ * copied into buf. Returns the total length of the output, or -errno. */
+int64_t strait_iter_run(int prog_fd, const char *netns_path, void *buf, uint32_t size);
+
 #endif /* STRAIT_NATIVE_H */

@@ -149,6 +149,52 @@ struct lb6_revnat {
 };
 _Static_assert(sizeof(struct lb6_revnat) == 20, "lb6_revnat size");
 
+/* ---- sock_revnat{4,6}: socket LB reverse translation (LRU) ----
+ *
+ * Socket LB (lib/sock.h) rewrites a socket's destination from a frontend to a
+ * backend at connect()/sendmsg(); this entry, keyed by the socket and the
+ * backend it was sent to, lets recvmsg() and getpeername() show the frontend
+ * again, and lets the agent's socket iterator find connected UDP sockets
+ * whose backend has gone. The socket cookie is unique for the kernel's
+ * lifetime, across network namespaces. An IPv4-mapped peer of an IPv6
+ * socket (::ffff:a.b.c.d) is kept in the IPv4 map.
+ */
+struct sock4_revnat_key {
+	__u64 cookie; /* bpf_get_socket_cookie() */
+	__be32 addr;  /* backend address the socket sends to */
+	__be16 port;  /* backend port */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct sock4_revnat_key) == 16, "sock4_revnat_key size");
+
+struct sock4_revnat_entry {
+	__be32 addr;         /* frontend address the socket asked for */
+	__be16 port;         /* frontend port */
+	__u8 proto;          /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+	__u32 rev_nat_id;    /* revnat4 entry that must still say addr:port */
+	__u32 backend_id;    /* backends4 entry that must still say key addr:port */
+};
+_Static_assert(sizeof(struct sock4_revnat_entry) == 16, "sock4_revnat_entry size");
+
+struct sock6_revnat_key {
+	__u64 cookie;
+	__u8 addr[16];
+	__be16 port;
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct sock6_revnat_key) == 32, "sock6_revnat_key size");
+
+struct sock6_revnat_entry {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u32 rev_nat_id;
+	__u32 backend_id;
+};
+_Static_assert(sizeof(struct sock6_revnat_entry) == 28, "sock6_revnat_entry size");
+
 /* ---- ct{4,6}: connection tracking (LRU) ----
  *
  * A translated flow client C:cp -> VIP V:vp -> backend B:bp owns two entries:
@@ -375,6 +421,8 @@ enum metric_reason {
 	REASON_PASS_UNKNOWN_PROTO = 8, /* L4 we do not translate: left alone */
 	REASON_PASS_REPLY_UNTRACKED = 9, /* reply-shaped, no CT entry: left alone */
 	REASON_PASS_FRAGMENT = 10,     /* fragment not about a Service: left alone */
+	REASON_SOCK_XLATE = 11,        /* socket LB: connect/sendmsg sent to a backend (egress) */
+	REASON_SOCK_REVNAT = 12,       /* socket LB: recvmsg/getpeername shows the frontend (ingress) */
 
 	DROP_INVALID_L3 = 32,          /* truncated or malformed IP header */
 	DROP_INVALID_IHL = 33,         /* IPv4 IHL < 5 or beyond the packet */
@@ -390,6 +438,7 @@ enum metric_reason {
 	DROP_ICMP_REPLY_FAILED = 43,   /* could not build the ICMP reply */
 	DROP_FRAG_FULL = 44,           /* fragment map insert failed */
 	DROP_UNSUPPORTED = 45,         /* a Service feature this path cannot do */
+	DROP_SOCK_REVNAT_FULL = 46,    /* socket LB: reverse entry not written, socket refused */
 };
 
 /* ---- load-time settings: const volatile .rodata `settings` ---- */

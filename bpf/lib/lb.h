@@ -97,26 +97,74 @@ static __always_inline __u32 lb6_flow_hash(const struct ct6_key *key)
 
 /* ---- frontend lookup ---- */
 
-static __always_inline struct lb_service *lb4_lookup_service(const struct pkt *p)
+static __always_inline struct lb_service *lb4_lookup(__be32 addr, __be16 port, __u8 proto,
+						     __u8 scope)
 {
 	struct lb4_key key = {}; /* hash keys compare bytes: zero everything */
 
-	key.addr = p->daddr.v4;
-	key.port = p->dport;
-	key.proto = p->proto;
-	key.scope = LB_SCOPE_EXTERNAL;
+	key.addr = addr;
+	key.port = port;
+	key.proto = proto;
+	key.scope = scope;
 	return bpf_map_lookup_elem(&services4, &key);
+}
+
+static __always_inline struct lb_service *lb6_lookup(const __u8 *addr, __be16 port, __u8 proto,
+						     __u8 scope)
+{
+	struct lb6_key key = {};
+
+	__builtin_memcpy(key.addr, addr, 16);
+	key.port = port;
+	key.proto = proto;
+	key.scope = scope;
+	return bpf_map_lookup_elem(&services6, &key);
+}
+
+/* Traffic from outside the cluster (the uplink): the external entry. */
+static __always_inline struct lb_service *lb4_lookup_service(const struct pkt *p)
+{
+	return lb4_lookup(p->daddr.v4, p->dport, p->proto, LB_SCOPE_EXTERNAL);
 }
 
 static __always_inline struct lb_service *lb6_lookup_service(const struct pkt *p)
 {
-	struct lb6_key key = {};
+	return lb6_lookup(p->daddr.v6, p->dport, p->proto, LB_SCOPE_EXTERNAL);
+}
 
-	__builtin_memcpy(key.addr, p->daddr.v6, 16);
-	key.port = p->dport;
-	key.proto = p->proto;
-	key.scope = LB_SCOPE_EXTERNAL;
-	return bpf_map_lookup_elem(&services6, &key);
+/*
+ * Traffic from inside the cluster (pods and host processes, e.g. socket LB):
+ * every frontend has an external entry; a Service whose traffic policies
+ * select different endpoints for the two scopes (compile.ts) marks it
+ * LB_F_TWO_SCOPES and adds an LB_SCOPE_INTERNAL entry, which is the one
+ * cluster traffic uses (kube-proxy sends node-local traffic to a NodePort
+ * with externalTrafficPolicy: Local to any endpoint, too).
+ */
+static __always_inline struct lb_service *lb4_lookup_internal(__be32 addr, __be16 port, __u8 proto)
+{
+	struct lb_service *svc = lb4_lookup(addr, port, proto, LB_SCOPE_EXTERNAL);
+	struct lb_service *internal;
+
+	if (!svc || !(svc->flags & LB_F_TWO_SCOPES))
+		return svc;
+	/* Missing only while the agent is between two writes: the
+	 * external entry still reaches endpoints of the Service. */
+	internal = lb4_lookup(addr, port, proto, LB_SCOPE_INTERNAL);
+	return internal ? internal : svc;
+}
+
+static __always_inline struct lb_service *lb6_lookup_internal(const __u8 *addr, __be16 port,
+							      __u8 proto)
+{
+	struct lb_service *svc = lb6_lookup(addr, port, proto, LB_SCOPE_EXTERNAL);
+	struct lb_service *internal;
+
+	if (!svc || !(svc->flags & LB_F_TWO_SCOPES))
+		return svc;
+	/* Missing only while the agent is between two writes: the
+	 * external entry still reaches endpoints of the Service. */
+	internal = lb6_lookup(addr, port, proto, LB_SCOPE_INTERNAL);
+	return internal ? internal : svc;
 }
 
 /* ---- backend selection ---- */
@@ -124,6 +172,9 @@ static __always_inline struct lb_service *lb6_lookup_service(const struct pkt *p
 /*
  * Pick a backend id for a new flow of @svc (backend_count > 0).
  * Returns CONTINUE with *backend_id set, or -DROP_*.
+ *
+ * Two callers: the tc path with the flow hash above (per packet flow), and
+ * socket LB (lib/sock.h) with a hash of the socket and frontend (per socket).
  *
  * Hook point for later issues, in this order, before the hash pick:
  *  - loadBalancerSourceRanges (LB_F_SOURCE_RANGES): source_ranges{4,6}

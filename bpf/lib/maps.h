@@ -28,6 +28,7 @@
 #define DEFAULT_AFFINITY_MAX  65536
 #define DEFAULT_SRANGE_MAX    16384
 #define DEFAULT_MAGLEV_MAX    100000
+#define DEFAULT_SOCK_REVNAT_MAX 262144 /* sockets x backends they talk to, like Cilium's */
 
 /* Large lookup tables are allocated on demand (BPF_F_NO_PREALLOC): one
  * agent per lab node must not reserve gigabytes for empty tables. */
@@ -124,6 +125,22 @@ struct {
 	__type(value, struct ct_entry);
 	__uint(max_entries, DEFAULT_CT_MAX);
 } ct6 SEC(".maps");
+
+/* Socket LB reverse translation (lib/sock.h). LRU: an entry is only needed
+ * while its socket lives, and nothing tells the map when a socket closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sock4_revnat_key);
+	__type(value, struct sock4_revnat_entry);
+	__uint(max_entries, DEFAULT_SOCK_REVNAT_MAX);
+} sock_revnat4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sock6_revnat_key);
+	__type(value, struct sock6_revnat_entry);
+	__uint(max_entries, DEFAULT_SOCK_REVNAT_MAX);
+} sock_revnat6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -3,36 +3,51 @@
 // sync; a sync reads top to bottom like kube-proxy's syncProxyRules:
 //   wait for the initial lists → model → compile → diff → ordered apply →
 //   flush conntrack of what left → health checks, metrics, status, one log line.
+// Like kube-proxy's partial syncs, a sync rebuilds the model of and compiles
+// only the Services whose objects changed since the last one, and diffs only
+// their entries; the first sync, a periodic one, a Node change or a sync after
+// a failed one redo every Service.
 // The pinned maps outlive the agent: a restart adopts them, recovers every id
 // from them, and its first sync writes only what changed meanwhile.
 import { performance } from 'node:perf_hooks';
 import { Dataplane, type TcMode } from '../bpf/dataplane.js';
+import { SocketLb, cgroupNetnsPaths } from '../bpf/socket-lb.js';
 import {
+  CompiledServices,
   IdRegistry,
   applyPlan,
   collectQuarantine,
-  compile,
   ctBackendIds,
   diff,
   heldBackends,
+  patchMaps,
   readCurrent,
   type DesiredMaps,
   type DiffOptions,
   type SyncPlan,
 } from '../compile/index.js';
 import { watchCluster, type ClusterWatch } from '../k8s/index.js';
-import { buildModel, formatObjectRef, type Model } from '../model/index.js';
+import { formatObjectRef, ServiceModels, type ModelSummary, type ServiceObjects } from '../model/index.js';
 import { BoundedFrequencyRunner, type RunOutcome } from './bounded-frequency-runner.js';
+import { DEVICE_RESCAN_MS, isDevicePattern, listDevices, selectDevices, type Device } from './devices.js';
 import { HealthCheckServers } from './health-check-servers.js';
 import { AgentHealth } from './health.js';
 import { startHttp, type HttpServers } from './http.js';
 import type { Logger } from './logger.js';
 import { watchManifests, type ManifestWatcher } from './manifests.js';
 import { Counter, Gauge, Histogram, Registry, exponentialBuckets } from './metrics.js';
-import { ObjectStore } from './object-store.js';
+import { ObjectStore, servicesOfChange, type StoreChange } from './object-store.js';
 import { statusFilePath, writeStatusFile, type AgentStatus } from './status-file.js';
 
-export type AgentSource = { readonly kind: 'kubernetes'; readonly kubeconfig?: string } | { readonly kind: 'manifests'; readonly dir: string };
+/**
+ * Where the objects come from: the Kubernetes API, a manifest directory, or
+ * `store`: the caller writes agent.store itself and marks each kind synced
+ * (benchmarks, tests).
+ */
+export type AgentSource =
+  | { readonly kind: 'kubernetes'; readonly kubeconfig?: string }
+  | { readonly kind: 'manifests'; readonly dir: string }
+  | { readonly kind: 'store' };
 
 export interface AgentConfig {
   readonly nodeName: string;
@@ -44,6 +59,13 @@ export interface AgentConfig {
   /** The network namespace the devices live in (a path or a name under /run/netns); default the agent's own. */
   readonly devicesNetns: string | undefined;
   readonly tcMode: TcMode;
+  /**
+   * Socket LB: the cgroup v2 directory its programs attach to (the machine's
+   * cgroup2 root covers every process of the node). Undefined: off — Services
+   * are served by the tc path only, and socket-LB links an earlier run left
+   * pinned are removed.
+   */
+  readonly socketLbCgroup?: string | undefined;
   readonly metricsAddr: string;
   readonly healthzAddr: string;
   /** Addresses the health-check node ports listen on ("" = all). */
@@ -82,14 +104,28 @@ export class Agent {
   readonly #metrics: AgentMetrics;
   readonly #healthChecks: HealthCheckServers;
   #dp: Dataplane | undefined;
+  #socketLb: SocketLb | undefined;
   #ids: IdRegistry | undefined;
   /** What the managed maps hold, as far as this agent knows (re-read on periodic syncs). */
   #state: DesiredMaps | undefined;
+  /** Each Service's model and entries as the last sync left them. */
+  readonly #models = new ServiceModels();
+  readonly #compiled = new CompiledServices();
+  /** Services ("namespace/name") whose Service or slices changed since the last sync. */
+  #dirty = new Set<string>();
+  /** The next sync redoes every Service. */
+  #fullPending = true;
   #runner: BoundedFrequencyRunner | undefined;
   #http: HttpServers | undefined;
   #watch: ClusterWatch | undefined;
   #manifests: ManifestWatcher | undefined;
   #periodicPending = false;
+  /** Devices attached because a --devices pattern matched them: name → ifindex. */
+  readonly #patternDevices = new Map<string, number>();
+  #deviceScan: Promise<void> = Promise.resolve();
+  #deviceRescan: NodeJS.Timeout | undefined;
+  /** Model errors already logged (object, field, message): each is logged once, when it appears. */
+  #loggedErrors = new Set<string>();
   #status: Omit<AgentStatus, 'version' | 'pid' | 'nodeName' | 'bpfRoot' | 'source'> = {
     lastSync: null,
     lastSyncDurationMs: null,
@@ -112,7 +148,20 @@ export class Agent {
       log: config.log,
     });
     this.#metrics = this.#registerMetrics();
+    this.store.onChange((c) => this.#noteChange(c));
   }
+
+  /** Marks the Services a store change concerns for the next sync. */
+  #noteChange(c: StoreChange): void {
+    if (c.kind === 'Node' && c.key === this.config.nodeName) this.#fullPending = true;
+    for (const key of servicesOfChange(c)) this.#dirty.add(key);
+  }
+
+  /** How ServiceModels.update reads one Service and its slices. */
+  readonly #objects: ServiceObjects = {
+    service: (key) => this.store.get('Service', key),
+    endpointSlices: (key) => this.store.endpointSlicesFor(key),
+  };
 
   get dataplane(): Dataplane {
     if (!this.#dp) throw new Error('agent not started');
@@ -130,10 +179,16 @@ export class Agent {
       created: dp.load.created,
       replaced: dp.load.replaced,
     });
-    for (const ifname of config.devices) {
+    for (const ifname of config.devices.filter((d) => !isDevicePattern(d))) {
       const a = dp.attachTc({ ifname, mode: config.tcMode, ...(config.devicesNetns !== undefined ? { netns: config.devicesNetns } : {}) });
       this.#log.info('attached', { device: ifname, netns: config.devicesNetns ?? null, mode: a.ingress.mode, updated: a.ingress.updated });
     }
+    await this.#attachMatchingDevices();
+    if (config.devices.some(isDevicePattern)) {
+      this.#deviceRescan = setInterval(() => void this.#attachMatchingDevices(), DEVICE_RESCAN_MS);
+      this.#deviceRescan.unref();
+    }
+    this.#startSocketLb(dp);
     this.#state = readCurrent(dp);
     this.#ids = IdRegistry.recover(this.#state);
 
@@ -165,6 +220,7 @@ export class Agent {
 
   async #startSource(): Promise<void> {
     const { source } = this.config;
+    if (source.kind === 'store') return;
     if (source.kind === 'manifests') {
       this.health.setSource('manifests', { connected: true });
       const w = await watchManifests(source.dir, this.store, { log: this.#log });
@@ -192,40 +248,59 @@ export class Agent {
 
   /** One sync; errors propagate to the runner, which retries with backoff. */
   async #sync(): Promise<void> {
+    await this.#attachMatchingDevices();
     const dp = this.dataplane;
     const ids = this.#ids;
     if (!ids) throw new Error('agent not started');
     // Never program a partial view: before the initial lists nothing is withdrawn or added.
     if (!this.store.hasSynced(['Service', 'EndpointSlice'])) return;
     const started = performance.now();
-    const full = this.#periodicPending;
-    this.#periodicPending = false;
-
-    const snapshot = this.store.snapshot();
-    this.health.syncNode(snapshot.node as Parameters<AgentHealth["syncNode"]>[0]);
-    const model = buildModel({
-      services: snapshot.services,
-      endpointSlices: snapshot.endpointSlices,
-      nodeName: this.config.nodeName,
-      node: snapshot.node,
-      nodePortAddresses: this.config.nodePortAddresses,
-      nodeAddresses: this.config.nodeAddresses,
-    });
     // A periodic sync re-reads the maps, so entries changed behind our back are repaired.
-    let state = full || !this.#state ? readCurrent(dp) : this.#state;
-    const compiled = compile(model, ids, { quarantine: heldBackends(state, DIFF_OPTIONS) });
-    const plan = diff(state, compiled.maps, DIFF_OPTIONS);
+    const periodic = this.#periodicPending;
+    this.#periodicPending = false;
+    // The Services whose objects changed, rebuilt — or undefined: this sync redoes
+    // every Service. A sync that does not finish leaves the next one full.
+    const dirty = this.#dirty;
+    this.#dirty = new Set();
+    const changed = periodic || this.#fullPending ? undefined : this.#models.update(dirty, this.#objects);
+    this.#fullPending = true;
+
+    this.health.syncNode(this.store.get('Node', this.config.nodeName) as Parameters<AgentHealth['syncNode']>[0]);
+    let state = periodic || !this.#state ? readCurrent(dp) : this.#state;
+    let plan: SyncPlan;
+    if (changed === undefined) {
+      const snapshot = this.store.snapshot();
+      const model = this.#models.rebuild({
+        services: snapshot.services,
+        endpointSlices: snapshot.endpointSlices,
+        nodeName: this.config.nodeName,
+        node: snapshot.node,
+        nodePortAddresses: this.config.nodePortAddresses,
+        nodeAddresses: this.config.nodeAddresses,
+      });
+      const compiled = this.#compiled.compileAll(model, ids, { quarantine: heldBackends(state, DIFF_OPTIONS) });
+      plan = diff(state, compiled.maps, DIFF_OPTIONS);
+    } else {
+      // only the changed Services' entries: as the maps hold them, and as they should be
+      const { previous, next } = this.#compiled.compileChanged(changed, ids, state, DIFF_OPTIONS);
+      plan = diff(previous, next, DIFF_OPTIONS);
+      plan = { ...plan, after: patchMaps(state, previous, plan.after) };
+    }
     const result = applyPlan(dp, plan);
     state = result.failures.length > 0 ? readCurrent(dp) : plan.after;
     const flushed = this.#flushConntrack(plan);
-    if (full) {
+    const socketsDestroyed = this.#destroyStaleSockets(plan);
+    if (periodic) {
       const collected = collectQuarantine(ctBackendIds(dp), state);
       if (collected.total.deletes > 0) {
         const r = applyPlan(dp, collected);
         state = r.failures.length > 0 ? readCurrent(dp) : collected.after;
+        for (const step of collected.steps) if (step.op === 'delete') this.#compiled.forget(step.keys as readonly number[]);
       }
     }
     this.#state = state;
+    const model = this.#models.summary();
+    this.#logModelErrors(model);
 
     const hcErrors = await this.#healthChecks.sync(model.healthChecks);
     const durationMs = performance.now() - started;
@@ -236,7 +311,8 @@ export class Agent {
     }
     for (const e of hcErrors) this.#log.warn('health check port', { service: formatObjectRef(e.ref), port: e.nodePort, error: e.message });
     this.#log.info('sync', {
-      full,
+      full: periodic,
+      rebuilt: changed === undefined ? 'all' : changed.size,
       services: this.#status.services,
       frontends: this.#status.frontends,
       backends: this.#status.backends,
@@ -244,6 +320,7 @@ export class Agent {
       deletes: plan.total.deletes,
       quarantined: plan.total.quarantined,
       ctFlushed: flushed,
+      socketsDestroyed,
       failures: result.failures.length,
       skipped: model.skipped.length,
       errors: model.errors.length,
@@ -252,7 +329,109 @@ export class Agent {
     if (result.failures.length > 0) {
       throw new Error(`${result.failures.length} map writes failed (first: ${result.failures[0]?.map} ${result.failures[0]?.key}: ${result.failures[0]?.error})`);
     }
+    this.#fullPending = false;
     this.health.updated();
+  }
+
+  /** Each error in the objects (an invalid IP, an unknown port…) is logged once, with the object and field. */
+  #logModelErrors(model: ModelSummary): void {
+    const now = new Set<string>();
+    for (const e of model.errors) {
+      const object = formatObjectRef(e.ref);
+      const id = `${object}\0${e.field}\0${e.message}`;
+      now.add(id);
+      if (!this.#loggedErrors.has(id)) this.#log.error('invalid object', { object, field: e.field === '' ? undefined : e.field, error: e.message });
+    }
+    this.#loggedErrors = now;
+  }
+
+  /**
+   * --devices patterns (e.g. lxc*): attach to devices that newly match (or
+   * came back with a new ifindex), forget the ones that vanished. Runs
+   * serialized; failures are logged and retried on the next scan.
+   */
+  #attachMatchingDevices(): Promise<void> {
+    const patterns = this.config.devices.filter(isDevicePattern);
+    if (patterns.length === 0) return Promise.resolve();
+    const netns = this.config.devicesNetns;
+    this.#deviceScan = this.#deviceScan.then(async () => {
+      const dp = this.#dp;
+      if (!dp) return;
+      let devices: Device[];
+      try {
+        devices = await listDevices(netns);
+      } catch (e: unknown) {
+        this.#log.warn('listing devices failed', { netns: netns ?? null, error: e instanceof Error ? e.message : String(e) });
+        return;
+      }
+      const ifindex = new Map(devices.map((d) => [d.name, d.ifindex]));
+      for (const name of selectDevices(patterns, devices.map((d) => d.name))) {
+        if (this.#patternDevices.get(name) === ifindex.get(name)) continue;
+        try {
+          const a = dp.attachTc({ ifname: name, mode: this.config.tcMode, ...(netns !== undefined ? { netns } : {}) });
+          this.#patternDevices.set(name, a.ingress.ifindex);
+          this.#log.info('attached', { device: name, netns: netns ?? null, mode: a.ingress.mode, updated: a.ingress.updated });
+        } catch (e: unknown) {
+          this.#log.warn('attach failed', { device: name, netns: netns ?? null, error: e instanceof Error ? e.message : String(e) });
+        }
+      }
+      for (const name of [...this.#patternDevices.keys()]) {
+        if (ifindex.has(name)) continue;
+        this.#patternDevices.delete(name);
+        try {
+          dp.detachTc({ ifname: name, ...(netns !== undefined ? { netns } : {}) });
+        } catch {
+          /* the device is gone: so are its filters */
+        }
+        this.#log.info('device gone', { device: name, netns: netns ?? null });
+      }
+    });
+    return this.#deviceScan;
+  }
+
+  /** Socket LB on: load and attach to the cgroup; off: detach what an earlier run attached. */
+  #startSocketLb(dp: Dataplane): void {
+    const cgroup = this.config.socketLbCgroup;
+    if (cgroup === undefined) {
+      const detached = SocketLb.detach(dp.bpfRoot);
+      if (detached.length > 0) this.#log.info('socket LB off: detached', { hooks: detached });
+      return;
+    }
+    const socketLb = SocketLb.open({ dataplane: dp });
+    this.#socketLb = socketLb;
+    const attached = socketLb.attach(cgroup);
+    this.#log.info('socket LB attached', {
+      cgroup,
+      hooks: attached.map((a) => a.hook),
+      updated: attached.every((a) => a.updated),
+      socketDestroy: socketLb.destroyUnavailable === undefined ? 'bpf_sock_destroy' : `off: ${socketLb.destroyUnavailable}`,
+    });
+  }
+
+  /**
+   * Connected UDP sockets that socket LB sent to a backend this sync deleted
+   * are destroyed, in every network namespace of the cgroup's processes: the
+   * owner sees ECONNABORTED and reconnects through the frontend to a live
+   * backend (cilium#27300) — what the conntrack flush does for tc flows.
+   */
+  #destroyStaleSockets(plan: SyncPlan): number {
+    const socketLb = this.#socketLb;
+    const cgroup = this.config.socketLbCgroup;
+    if (!socketLb || cgroup === undefined || socketLb.destroyUnavailable !== undefined) return 0;
+    const deleted = new Set<number>();
+    for (const step of plan.steps) {
+      if (step.op === 'delete' && (step.map === 'backends4' || step.map === 'backends6')) for (const k of step.keys) deleted.add(k);
+    }
+    try {
+      if (!socketLb.hasUdpSocketsTo(deleted)) return 0;
+      const r = socketLb.destroyStaleUdpSockets(cgroupNetnsPaths(cgroup));
+      // a process that exited meanwhile takes its namespace along: nothing to do there
+      for (const e of r.errors) this.#log.debug('socket destroy: namespace skipped', { netns: e.netns, error: e.error });
+      return r.cookies.length;
+    } catch (e: unknown) {
+      this.#log.warn('socket destroy failed', { error: e instanceof Error ? e.message : String(e) });
+      return 0;
+    }
   }
 
   /**
@@ -279,13 +458,12 @@ export class Agent {
     return flushed;
   }
 
-  #record(model: Model, state: DesiredMaps, durationMs: number): void {
-    const services = new Set(model.servicePorts.map((sp) => `${sp.name.namespace}/${sp.name.name}`));
+  #record(model: ModelSummary, state: DesiredMaps, durationMs: number): void {
     this.#status = {
       lastSync: new Date().toISOString(),
       lastSyncDurationMs: durationMs,
       lastError: null,
-      services: services.size,
+      services: model.services,
       frontends: state.services4.size + state.services6.size,
       backends: state.backends4.size + state.backends6.size,
       skipped: model.skipped.map((s) => ({ service: `${s.ref.namespace}/${s.ref.name}`, reason: s.reason, message: s.message })),
@@ -379,11 +557,14 @@ export class Agent {
 
   /** Stops everything but the dataplane: pins and attachments stay for the next agent. */
   async stop(): Promise<void> {
+    clearInterval(this.#deviceRescan);
     await this.#runner?.stop();
     await this.#watch?.stop();
     this.#manifests?.close();
     await this.#healthChecks.close();
     await this.#http?.close();
+    this.#socketLb?.close();
+    this.#socketLb = undefined;
     this.#dp?.close();
     this.#dp = undefined;
   }

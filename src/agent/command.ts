@@ -3,7 +3,9 @@
 // and established connections never notice.
 import { parseArgs } from 'node:util';
 import { DEFAULT_BPF_ROOT } from '../bpf/dataplane.js';
+import { findCgroup2Root } from '../bpf/socket-lb.js';
 import { Agent, type AgentConfig } from './agent.js';
+import { DEVICE_RESCAN_MS } from './devices.js';
 import { DEFAULT_HEALTHZ_ADDR, DEFAULT_METRICS_ADDR } from './http.js';
 import { createLogger, parseLogFormat, parseLogLevel } from './logger.js';
 import { DEFAULT_STATE_DIR } from './status-file.js';
@@ -21,10 +23,19 @@ Node:
   --nodeport-addresses LIST  CIDRs (or "primary") NodePorts are served on (default: every node address)
 Dataplane:
   --bpf-root DIR             where maps and links are pinned (default ${DEFAULT_BPF_ROOT})
-  --devices IF[,IF]          uplinks to attach the tc programs to (default: none)
+  --devices IF[,IF]          devices to attach the tc programs to (default: none): names, or glob
+                             patterns (*, ?, [..]) such as up0,lxc*. Names must exist at start;
+                             patterns are re-resolved on every sync and every ${DEVICE_RESCAN_MS / 1000}s: new matches
+                             are attached, vanished ones forgotten (e.g. pods' host-side veths)
   --devices-netns NS         the devices are in this network namespace (path or /run/netns name), not the agent's
   --tc-mode auto|tcx|clsact  how to attach (default auto: tcx where the kernel has it)
   --map-size NAME=N          max_entries of a map, repeatable (e.g. ct4=1048576)
+Socket LB (pods and host processes reach Services at connect()/sendmsg(), no per-packet NAT):
+  --socket-lb                on, attached to the cgroup v2 root (from /proc/mounts): every process of the node
+  --cgroup PATH              on, attached to this cgroup v2 directory instead (implies --socket-lb)
+  --no-socket-lb             off, and detach what an earlier agent attached: Services are served by the
+                             tc programs on --devices only. Default: off unless --socket-lb or --cgroup is
+                             given (attaching to a machine's cgroup root is never implicit)
 Sync:
   --min-sync-period DUR      least time between syncs (default 1s; e.g. 100ms, 2s)
   --sync-period DUR          full reconcile interval, repairs maps changed behind the agent (default 30s)
@@ -54,6 +65,7 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
     args,
     strict: true,
     allowPositionals: false,
+    allowNegative: true, // --no-socket-lb
     options: {
       kubeconfig: { type: 'string' },
       manifests: { type: 'string' },
@@ -65,6 +77,8 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
       'devices-netns': { type: 'string' },
       'tc-mode': { type: 'string', default: 'auto' },
       'map-size': { type: 'string', multiple: true },
+      'socket-lb': { type: 'boolean' },
+      cgroup: { type: 'string' },
       'min-sync-period': { type: 'string', default: '1s' },
       'sync-period': { type: 'string', default: '30s' },
       'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
@@ -81,6 +95,12 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
     throw new Error('--kubeconfig and --manifests are exclusive: one source of Services');
   }
   const tcMode = values['tc-mode'];
+  const socketLb = values['socket-lb'] ?? values.cgroup !== undefined;
+  let socketLbCgroup: string | undefined;
+  if (socketLb) {
+    socketLbCgroup = values.cgroup ?? findCgroup2Root();
+    if (socketLbCgroup === undefined) throw new Error('--socket-lb: no cgroup2 file system in /proc/mounts (give --cgroup PATH)');
+  }
   if (tcMode !== 'auto' && tcMode !== 'tcx' && tcMode !== 'clsact') throw new Error(`--tc-mode: want auto, tcx or clsact, got ${tcMode}`);
   const format = parseLogFormat(values['log-format']);
   if (!format.ok) throw new Error(`--log-format: ${format.error}`);
@@ -108,6 +128,7 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
     devices: list(values.devices),
     devicesNetns: values['devices-netns'],
     tcMode,
+    socketLbCgroup,
     metricsAddr: values['metrics-addr'],
     healthzAddr: values['healthz-addr'],
     healthCheckBindAddresses: bind === undefined ? [''] : list(bind),

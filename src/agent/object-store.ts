@@ -5,6 +5,7 @@
 // changes something: writing an object equal to the stored one is not a change.
 import { isDeepStrictEqual } from 'node:util';
 import type { ClusterStore } from '../k8s/watch.js';
+import { sliceServiceKey } from '../model/endpoint-slices.js';
 import type { EndpointSlice, Node, ObjectMeta, Service } from '../model/k8s-types.js';
 
 export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node';
@@ -69,6 +70,8 @@ export class ObjectStore implements ClusterStore {
     EndpointSlice: new Map(),
     Node: new Map(),
   };
+  /** Service key → its slices (sliceServiceKey) by store key: what a sync of one Service reads. */
+  readonly #slicesByService = new Map<string, Map<string, EndpointSlice>>();
   readonly #listeners = new Set<StoreListener>();
   readonly #synced = new Set<ObjectKind>();
   #version = 0;
@@ -148,6 +151,11 @@ export class ObjectStore implements ClusterStore {
     return this.#objects[kind].size;
   }
 
+  /** The slices that belong to Service `serviceKey` ("namespace/name"; sliceServiceKey), any order. */
+  endpointSlicesFor(serviceKey: string): EndpointSlice[] {
+    return [...(this.#slicesByService.get(serviceKey)?.values() ?? [])];
+  }
+
   /** The current objects; the same object is returned until the next change. */
   snapshot(): StoreSnapshot {
     this.#snapshot ??= {
@@ -209,11 +217,42 @@ export class ObjectStore implements ClusterStore {
   }
 
   #changed(kind: ObjectKind, key: string, previous: StoredObject | undefined, current: StoredObject | undefined): void {
+    if (kind === 'EndpointSlice') this.#indexSlice(key, previous as EndpointSlice | undefined, current as EndpointSlice | undefined);
     this.#version += 1;
     this.#snapshot = undefined;
     const change: StoreChange = { kind, key, previous, current, version: this.#version };
     for (const listener of [...this.#listeners]) listener(change);
   }
+
+  #indexSlice(key: string, previous: EndpointSlice | undefined, current: EndpointSlice | undefined): void {
+    const before = previous === undefined ? undefined : sliceServiceKey(previous);
+    if (before !== undefined) {
+      const slices = this.#slicesByService.get(before);
+      slices?.delete(key);
+      if (slices?.size === 0) this.#slicesByService.delete(before);
+    }
+    const after = current === undefined ? undefined : sliceServiceKey(current);
+    if (after === undefined || current === undefined) return;
+    let slices = this.#slicesByService.get(after);
+    if (slices === undefined) this.#slicesByService.set(after, (slices = new Map()));
+    slices.set(key, current);
+  }
+}
+
+/**
+ * The Services ("namespace/name") a change concerns: a Service's own key, the
+ * Service an EndpointSlice belonged to and the one it belongs to (sliceServiceKey);
+ * none for a Node.
+ */
+export function servicesOfChange(change: StoreChange): string[] {
+  if (change.kind === 'Service') return [change.key];
+  if (change.kind !== 'EndpointSlice') return [];
+  const keys = new Set<string>();
+  for (const slice of [change.previous, change.current] as (EndpointSlice | undefined)[]) {
+    const key = slice === undefined ? undefined : sliceServiceKey(slice);
+    if (key !== undefined) keys.add(key);
+  }
+  return [...keys];
 }
 
 function sameObject(a: StoredObject, b: StoredObject): boolean {

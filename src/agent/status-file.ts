@@ -11,7 +11,7 @@ export interface AgentStatus {
   readonly pid: number;
   readonly nodeName: string;
   readonly bpfRoot: string;
-  readonly source: 'kubernetes' | 'manifests';
+  readonly source: 'kubernetes' | 'manifests' | 'store';
   /** ISO time of the last successful sync, or null before the first. */
   readonly lastSync: string | null;
   readonly lastSyncDurationMs: number | null;

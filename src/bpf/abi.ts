@@ -153,6 +153,46 @@ export const lb6Revnat = struct('lb6_revnat', {
 });
 export type Lb6Revnat = CodecValue<typeof lb6Revnat>;
 
+// ---- sock_revnat{4,6}: socket LB reverse translation (LRU) ----
+export const sock4RevnatKey = struct('sock4_revnat_key', {
+  /** bpf_get_socket_cookie() of the translated socket. */
+  cookie: u64,
+  /** The backend the socket sends to. */
+  addr: ipv4,
+  port: be16,
+  pad: pad(2),
+});
+export type Sock4RevnatKey = CodecValue<typeof sock4RevnatKey>;
+
+export const sock4RevnatEntry = struct('sock4_revnat_entry', {
+  /** The frontend the socket asked for. */
+  addr: ipv4,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+  revNatId: u32,
+  backendId: u32,
+});
+export type Sock4RevnatEntry = CodecValue<typeof sock4RevnatEntry>;
+
+export const sock6RevnatKey = struct('sock6_revnat_key', {
+  cookie: u64,
+  addr: ipv6,
+  port: be16,
+  pad: pad(6),
+});
+export type Sock6RevnatKey = CodecValue<typeof sock6RevnatKey>;
+
+export const sock6RevnatEntry = struct('sock6_revnat_entry', {
+  addr: ipv6,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+  revNatId: u32,
+  backendId: u32,
+});
+export type Sock6RevnatEntry = CodecValue<typeof sock6RevnatEntry>;
+
 // ---- ct{4,6} ----
 export const CT_DIR_SERVICE = 0;
 export const CT_DIR_REPLY = 1;
@@ -361,6 +401,8 @@ export const MetricReason = {
   REASON_PASS_UNKNOWN_PROTO: 8,
   REASON_PASS_REPLY_UNTRACKED: 9,
   REASON_PASS_FRAGMENT: 10,
+  REASON_SOCK_XLATE: 11,
+  REASON_SOCK_REVNAT: 12,
 
   DROP_INVALID_L3: 32,
   DROP_INVALID_IHL: 33,
@@ -376,6 +418,7 @@ export const MetricReason = {
   DROP_ICMP_REPLY_FAILED: 43,
   DROP_FRAG_FULL: 44,
   DROP_UNSUPPORTED: 45,
+  DROP_SOCK_REVNAT_FULL: 46,
 } as const;
 export type MetricReasonEnumerator = keyof typeof MetricReason;
 
@@ -453,6 +496,10 @@ export const abiStructs = {
   lb6_backend: lb6Backend,
   lb4_revnat: lb4Revnat,
   lb6_revnat: lb6Revnat,
+  sock4_revnat_key: sock4RevnatKey,
+  sock4_revnat_entry: sock4RevnatEntry,
+  sock6_revnat_key: sock6RevnatKey,
+  sock6_revnat_entry: sock6RevnatEntry,
   ct4_key: ct4Key,
   ct6_key: ct6Key,
   ct_entry: ctEntry,

@@ -51,6 +51,10 @@ import {
   snat4Key,
   snat6Entry,
   snat6Key,
+  sock4RevnatEntry,
+  sock4RevnatKey,
+  sock6RevnatEntry,
+  sock6RevnatKey,
   srange4Key,
   srange6Key,
   srangeEntry,
@@ -83,6 +87,10 @@ import {
   type Snat4Key,
   type Snat6Entry,
   type Snat6Key,
+  type Sock4RevnatEntry,
+  type Sock4RevnatKey,
+  type Sock6RevnatEntry,
+  type Sock6RevnatKey,
   type Srange4Key,
   type Srange6Key,
   type SrangeEntry,
@@ -119,6 +127,9 @@ export interface DataplaneMaps {
   backends6: BpfMap<number, Lb6Backend>;
   revnat4: BpfMap<number, Lb4Revnat>;
   revnat6: BpfMap<number, Lb6Revnat>;
+  /** Socket LB: (socket cookie, backend) → the frontend it stands for (LRU). */
+  sockRevnat4: BpfMap<Sock4RevnatKey, Sock4RevnatEntry>;
+  sockRevnat6: BpfMap<Sock6RevnatKey, Sock6RevnatEntry>;
   ct4: BpfMap<Ct4Key, CtEntry>;
   ct6: BpfMap<Ct6Key, CtEntry>;
   frag4: BpfMap<Frag4Key, Frag4Entry>;
@@ -146,6 +157,8 @@ const MAP_BINDINGS: { readonly [P in keyof DataplaneMaps]: MapBinding } = {
   backends6: ['backends6', u32Codec, lb6Backend],
   revnat4: ['revnat4', u32Codec, lb4Revnat],
   revnat6: ['revnat6', u32Codec, lb6Revnat],
+  sockRevnat4: ['sock_revnat4', sock4RevnatKey, sock4RevnatEntry],
+  sockRevnat6: ['sock_revnat6', sock6RevnatKey, sock6RevnatEntry],
   ct4: ['ct4', ct4Key, ctEntry],
   ct6: ['ct6', ct6Key, ctEntry],
   frag4: ['frag4', frag4Key, frag4Entry],
@@ -501,6 +514,14 @@ export class Dataplane {
       maxEntries: m.info.maxEntries,
       native: this.native,
     });
+  }
+
+  /**
+   * max_entries of every pinned map, by C name: what another object of the
+   * datapath (strait_sock.o) must be loaded with to adopt the same maps.
+   */
+  mapSizes(): Record<string, number> {
+    return Object.fromEntries([...this.object.maps].map(([name, m]) => [name, m.info.maxEntries]));
   }
 
   /** Internal maps of the load (e.g. the .rodata the programs read), by libbpf name. */

@@ -50,6 +50,13 @@ export interface NativeTcAttachment {
   tcx_errno: number;
 }
 
+/** struct strait_cgroup_attachment (native/strait.h). */
+export interface NativeCgroupAttachment {
+  cgroup_id: bigint | number;
+  updated: number;
+  replaced: number;
+}
+
 export const STRAIT_TC_AUTO = 0;
 export const STRAIT_TC_TCX = 1;
 export const STRAIT_TC_CLSACT = 2;
@@ -95,6 +102,8 @@ export interface Native {
   bpf_program__name(prog: BpfProgramHandle): string;
   bpf_program__section_name(prog: BpfProgramHandle): string;
   bpf_program__fd(prog: BpfProgramHandle): number;
+  /** enum bpf_attach_type libbpf derived from the SEC() name. */
+  bpf_program__expected_attach_type(prog: BpfProgramHandle): number;
 
   // libbpf: bpf(2) wrappers
   bpf_obj_get(path: string): number;
@@ -164,6 +173,15 @@ export interface Native {
     mode: number,
     pinPath: string | null,
   ): number;
+  strait_cgroup_attach(
+    cgroupPath: string,
+    attachType: number,
+    progFd: number,
+    pinPath: string,
+    out: Partial<NativeCgroupAttachment>,
+  ): number;
+  /** Total output length (bigint: int64_t), or -errno. */
+  strait_iter_run(progFd: number, netnsPath: string | null, buf: Ptr, size: number): bigint | number;
 }
 
 /** The directory holding package.json, from src/bpf (vitest) or dist/src/bpf (tsc). */
@@ -217,6 +235,11 @@ export function loadNative(): Native {
     name: koffi.array('char', 16),
     tag: koffi.array('uint8_t', 8, 'Array'),
   });
+  koffi.struct('strait_cgroup_attachment', {
+    cgroup_id: 'uint64_t',
+    updated: 'int32_t',
+    replaced: 'int32_t',
+  });
   koffi.struct('strait_tc_attachment', {
     mode: 'int32_t',
     ifindex: 'uint32_t',
@@ -260,6 +283,7 @@ export function loadNative(): Native {
     bpf_program__name: b('const char *bpf_program__name(const bpf_program *prog)'),
     bpf_program__section_name: b('const char *bpf_program__section_name(const bpf_program *prog)'),
     bpf_program__fd: b('int bpf_program__fd(const bpf_program *prog)'),
+    bpf_program__expected_attach_type: b('int bpf_program__expected_attach_type(const bpf_program *prog)'),
 
     bpf_obj_get: b('int bpf_obj_get(const char *pathname)'),
     bpf_obj_pin: b('int bpf_obj_pin(int fd, const char *pathname)'),
@@ -305,6 +329,11 @@ export function loadNative(): Native {
       'int strait_tc_detach(const char *netns_path, const char *ifname, int32_t direction, int32_t mode, ' +
         'const char *pin_path)',
     ),
+    strait_cgroup_attach: s(
+      'int strait_cgroup_attach(const char *cgroup_path, int32_t attach_type, int prog_fd, const char *pin_path, ' +
+        '_Out_ strait_cgroup_attachment *out)',
+    ),
+    strait_iter_run: s('int64_t strait_iter_run(int prog_fd, const char *netns_path, void *buf, uint32_t size)'),
   };
   native = bindings as unknown as Native;
   return native;

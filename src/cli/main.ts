@@ -15,6 +15,7 @@ Usage:
   strait ct list [flags]      connection-tracking entries
   strait backends [flags]     backends and the Services that use them
   strait status [flags]       maps, attachments, datapath counters, last sync
+  strait lab up|down|status|demo   the local lab: real control plane, namespace nodes (strait lab --help)
 
 Read flags (lb list, ct list, backends, status):
   --bpf-root DIR     pinned maps to read (default ${DEFAULT_BPF_ROOT})
@@ -149,6 +150,10 @@ async function main(argv: string[]): Promise<number> {
     case 'agent': {
       const { runAgentCommand } = await import('../agent/command.js');
       return runAgentCommand(argv.slice(1));
+    }
+    case 'lab': {
+      const { runLabCommand } = await import('../lab/command.js');
+      return runLabCommand(argv.slice(1));
     }
     case 'lb':
       if (sub !== 'list') throw new Error(`unknown command: strait lb ${sub ?? ''} (did you mean strait lb list?)`);

@@ -22,6 +22,7 @@
 import { BE_STATE_QUARANTINED, IPPROTO_SCTP, IPPROTO_TCP } from '../bpf/abi.js';
 import {
   DELETE_ORDER,
+  keyHex,
   sameValue,
   tableOfMaps,
   type KeyOf,
@@ -185,12 +186,22 @@ export function heldBackends(current: DesiredMaps, opts: DiffOptions): ReadonlyM
   const out = new Map<number, BackendRef>();
   for (const table of [current.backends4, current.backends6] as const) {
     for (const { key, value } of table.values()) {
-      if (value.state === BE_STATE_QUARANTINED || (opts.quarantineTcpBackends && isStreamProto(value.proto))) {
-        out.set(key, { addr: value.addr, port: value.port, proto: value.proto });
-      }
+      if (isHeld(value, opts)) out.set(key, { addr: value.addr, port: value.port, proto: value.proto });
     }
   }
   return out;
+}
+
+/** One backend of heldBackends: its ref when `current` holds it and keeps it for its flows. */
+export function heldBackend(current: DesiredMaps, id: number, opts: DiffOptions): BackendRef | undefined {
+  const hex = keyHex('backends4', id);
+  const e = current.backends4.get(hex) ?? current.backends6.get(hex);
+  if (e === undefined || !isHeld(e.value, opts)) return undefined;
+  return { addr: e.value.addr, port: e.value.port, proto: e.value.proto };
+}
+
+function isHeld(value: ValueOf<BackendMapName>, opts: DiffOptions): boolean {
+  return value.state === BE_STATE_QUARANTINED || (opts.quarantineTcpBackends && isStreamProto(value.proto));
 }
 
 /**
@@ -218,4 +229,21 @@ export function collectQuarantine(ctBackendIds: ReadonlySet<number>, current: De
     after[map] = rest;
   }
   return { steps, counts, total: totalOf(counts), after: after as unknown as DesiredMaps };
+}
+
+/**
+ * `state` after a plan that covered only some keys (an incremental sync's:
+ * diff(previous, next) over the keys of the Services that changed): each key
+ * of `previous` or `after` (the plan's) takes after's entry, or goes. In
+ * place: the tables of `state` must be Maps its owner may change, as those of
+ * diff's `after`, readCurrent and collectQuarantine are.
+ */
+export function patchMaps(state: DesiredMaps, previous: DesiredMaps, after: DesiredMaps): DesiredMaps {
+  for (const map of WRITE_ORDER) {
+    const table = tableOfMaps(state, map) as Map<string, Entry<KeyOf<typeof map>, ValueOf<typeof map>>>;
+    const done = tableOfMaps(after, map);
+    for (const k of tableOfMaps(previous, map).keys()) if (!done.has(k)) table.delete(k);
+    for (const [k, e] of done) table.set(k, e);
+  }
+  return state;
 }

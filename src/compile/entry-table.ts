@@ -48,7 +48,10 @@ export const MANAGED_CODECS: { readonly [M in ManagedMapName]: MapCodecs<KeyOf<M
 /** The managed maps in reverse write order: the order deletions run in. */
 export const DELETE_ORDER: readonly ManagedMapName[] = [...WRITE_ORDER].reverse();
 
-const scratch = Buffer.alloc(64);
+/** Room for the largest encoded key or value of a managed map (service_name's is 128 bytes). */
+const scratch = Buffer.alloc(
+  Math.max(...Object.values(MANAGED_CODECS).flatMap((c: MapCodecs<unknown, unknown>) => [c.key.size, c.value.size])),
+);
 
 /** The canonical key of an entry of map `map`: the encoded key bytes as hex. */
 export function keyHex<M extends ManagedMapName>(map: M, key: KeyOf<M>): string {

@@ -246,20 +246,29 @@ class IdSpace {
     }
   }
 
-  /** Releases every id this sync did not use; returns them. */
-  endSync(): number[] {
+  /**
+   * Releases every id this sync did not use — of `only` when given (an
+   * incremental sync, which used only some keys: the ids it may have stopped
+   * using) — and returns them.
+   */
+  endSync(only?: Iterable<number>): number[] {
     const released: number[] = [];
-    for (const b of this.byId.values()) {
-      if (b.sync === this.sync) continue;
-      this.byId.delete(b.id);
-      this.byKey.delete(b.key);
-      released.push(b.id);
-    }
-    for (const [id, sync] of this.reserved) {
-      if (sync === this.sync) continue;
+    const release = (id: number): void => {
+      const b = this.byId.get(id);
+      if (b !== undefined) {
+        if (b.sync === this.sync) return;
+        this.byId.delete(b.id);
+        this.byKey.delete(b.key);
+        released.push(b.id);
+        return;
+      }
+      const sync = this.reserved.get(id);
+      if (sync === undefined || sync === this.sync) return;
       this.reserved.delete(id);
       released.push(id);
-    }
+    };
+    if (only !== undefined) for (const id of only) release(id);
+    else for (const id of [...this.byId.keys(), ...this.reserved.keys()]) release(id);
     for (const id of released) this.pool.release(id);
     this.sync++;
     return released;
@@ -272,6 +281,14 @@ class IdSpace {
   get reservedCount(): number {
     return this.reserved.size;
   }
+}
+
+/** The ids an incremental sync may have stopped using, per id space (IdRegistry.endSync). */
+export interface IdCandidates {
+  readonly services: Iterable<number>;
+  readonly revNats: Iterable<number>;
+  readonly backends: Iterable<number>;
+  readonly zones: Iterable<number>;
 }
 
 /** A slot position whose backend left (filled by arrangeSlots). */
@@ -434,15 +451,22 @@ export class IdRegistry {
     return table;
   }
 
+  /** The zone id of a zone name, if it has one (not marked used). */
+  peekZoneId(zone: string): number | undefined {
+    return this.zones.get(zone);
+  }
+
   /**
    * Ends a sync: every id it did not use (nor hold) is released and may be
-   * reused by the next sync; recovered hints are dropped.
+   * reused by the next sync; recovered hints are dropped. An incremental sync,
+   * which asked for the ids of some Services only, names the ids those may have
+   * stopped using (`only`); no other id is released.
    */
-  endSync(): void {
-    for (const id of this.services.endSync()) this.slotTables.delete(id);
-    this.revNats.endSync();
-    this.backends.endSync();
-    this.zones.endSync();
+  endSync(only?: IdCandidates): void {
+    for (const id of this.services.endSync(only?.services)) this.slotTables.delete(id);
+    this.revNats.endSync(only?.revNats);
+    this.backends.endSync(only?.backends);
+    this.zones.endSync(only?.zones);
     this.serviceHints = new Map();
     this.zoneHints = new Map();
   }

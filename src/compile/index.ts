@@ -1,10 +1,10 @@
 // The compile → diff → apply stages' public surface.
 export * from './types.js';
-export { compile, KIND_NUMBER, PROTO_NUMBER } from './compile.js';
+export { compile, CompiledServices, KIND_NUMBER, PROTO_NUMBER } from './compile.js';
 export type { CompileOptions, CompileResult } from './compile.js';
 export { IdRegistry, backendKey, frontendKey, serviceKey } from './ids.js';
-export type { BackendRef, EndpointSet, IdRegistryStats } from './ids.js';
-export { collectQuarantine, diff, heldBackends, isEmptyPlan, isStreamProto } from './diff.js';
+export type { BackendRef, EndpointSet, IdCandidates, IdRegistryStats } from './ids.js';
+export { collectQuarantine, diff, heldBackend, heldBackends, isEmptyPlan, isStreamProto, patchMaps } from './diff.js';
 export type { BackendMapName, DeleteStep, DiffOptions, PlanStep, StepCounts, SyncPlan, WriteStep } from './diff.js';
 export { APPLY_CHUNK, applyPlan, ctBackendIds, readCurrent } from './apply.js';
 export type { ApplyFailure, ApplyResult, ConntrackTarget, ManagedMap, ManagedMaps, MapTarget } from './apply.js';

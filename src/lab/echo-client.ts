@@ -4,6 +4,7 @@
 //   node src/lab/echo-client.ts tcp|udp|udp-connected|http --to ADDR:PORT
 //        [--count N=1] [--size BYTES=16] [--timeout-ms T=2000] [--parallel P=1]
 //        [--reuse] [--local ADDR] [--local-port PORT] [--interval-ms MS=0]
+//        [--reconnect] [--cgroup DIR]
 //
 // ADDR:PORT is a.b.c.d:port or [v6]:port. Every address printed uses the same form.
 // A "request" is:
@@ -20,10 +21,19 @@
 //   http           GET / on a new connection (no keep-alive).
 // --parallel runs up to P requests at once (ignored with --reuse). --local/--local-port bind
 // the client side (a fixed --local-port with --count > 1 only makes sense with --reuse).
+// --reconnect (udp-connected --reuse): behave like a DNS resolver whose socket failed — when a
+// request fails with a socket error (ECONNABORTED, EDESTADDRREQ, ENOTCONN, ECONNREFUSED…; not
+// a timeout), open and connect a new socket and send that request again, once; `reconnects`
+// counts how often.
+// --cgroup DIR moves this process into the cgroup v2 directory DIR (writes its pid to
+// DIR/cgroup.procs) before it opens any socket, so cgroup socket programs attached there see
+// its sockets (`ip netns exec` remounts /sys: from inside a namespace, name the directory
+// through another process's root, /proc/PID/root/sys/fs/cgroup/…). An IPv4-mapped --to ([::ffff:a.b.c.d]:port) uses an IPv6 (dual-stack) socket.
 // Exit code 0 whenever a summary was printed (the summary says what failed), 2 on bad usage.
 //
 // Run directly with type stripping: erasable TypeScript only, node: imports only.
 
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
@@ -43,6 +53,10 @@ export interface EchoClientOptions {
   localAddress?: string;
   localPort?: number;
   intervalMs: number;
+  /** udp-connected --reuse: reopen the socket after a socket error and retry the request once. */
+  reconnect?: boolean;
+  /** cgroup v2 directory to join before opening sockets. */
+  cgroup?: string;
 }
 
 export interface EchoReply {
@@ -82,6 +96,8 @@ export interface EchoSummary {
   byPod: Record<string, number>;
   /** Error count per code. */
   byCode: Record<string, number>;
+  /** Sockets reopened after a socket error (--reconnect). */
+  reconnects: number;
   latencyMs: { min: number; p50: number; p99: number; max: number } | null;
   durationMs: number;
 }
@@ -294,10 +310,14 @@ async function udpOpen(o: EchoClientOptions, connected: boolean): Promise<UdpSoc
   if (connected) {
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
-      sock.connect(o.port, o.host, () => {
+      // Node passes a failed connect() (e.g. ECONNREFUSED from a cgroup program) to the
+      // callback as its argument, although its type says it takes none.
+      const done = (err?: Error): void => {
         sock.off('error', reject);
-        resolve();
-      });
+        if (err) reject(err);
+        else resolve();
+      };
+      sock.connect(o.port, o.host, done as () => void);
     });
   }
   return {
@@ -376,7 +396,16 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Errors after which a resolver-like client (--reconnect) opens a new socket. */
+const SOCKET_ERRORS = new Set(['ECONNABORTED', 'EDESTADDRREQ', 'ENOTCONN', 'ECONNREFUSED', 'EPIPE', 'ECONNRESET']);
+
+/** Moves this process into a cgroup v2 directory (before it opens sockets). */
+export function joinCgroup(dir: string): void {
+  fs.writeFileSync(`${dir}/cgroup.procs`, String(process.pid));
+}
+
 export async function runEchoClient(o: EchoClientOptions): Promise<EchoSummary> {
+  let reconnects = 0;
   const replies: EchoReply[] = [];
   const errors: EchoError[] = [];
   const t0 = performance.now();
@@ -408,17 +437,28 @@ export async function runEchoClient(o: EchoClientOptions): Promise<EchoSummary> 
       }
       (conn as TcpConn | null)?.sock.destroy();
     } else {
+      const connected = o.mode === 'udp-connected';
       let u: UdpSock | null = null;
       try {
-        u = await udpOpen(o, o.mode === 'udp-connected');
+        u = await udpOpen(o, connected);
       } catch (err) {
         errors.push({ i: 0, code: errCode(err), message: (err as Error).message, ms: 0 });
       }
       if (u) {
-        const s = u;
+        let s = u;
         for (let i = 0; i < o.count; i++) {
           if (i > 0 && o.intervalMs > 0) await sleep(o.intervalMs);
-          await record(i, () => s.exchange(i));
+          await record(i, async () => {
+            try {
+              return await s.exchange(i);
+            } catch (err) {
+              if (!o.reconnect || !connected || !SOCKET_ERRORS.has(errCode(err))) throw err;
+              s.close();
+              s = await udpOpen(o, connected);
+              reconnects++;
+              return s.exchange(i);
+            }
+          });
         }
         s.close();
       }
@@ -477,6 +517,7 @@ export async function runEchoClient(o: EchoClientOptions): Promise<EchoSummary> 
     errors,
     byPod,
     byCode,
+    reconnects,
     latencyMs: lat.length === 0 ? null : { min: lat[0] as number, p50: pick(0.5), p99: pick(0.99), max: lat[lat.length - 1] as number },
     durationMs: round(performance.now() - t0),
   };
@@ -548,6 +589,14 @@ export function parseArgs(argv: string[]): EchoClientOptions {
       case '--reuse':
         o.reuse = true;
         break;
+      case '--reconnect':
+        o.reconnect = true;
+        break;
+      case '--cgroup':
+        if (v === undefined || v === '') throw new Error('--cgroup needs a directory');
+        o.cgroup = v;
+        i++;
+        break;
       default:
         throw new Error(`unknown argument ${flag}`);
     }
@@ -566,10 +615,12 @@ async function main(): Promise<void> {
     process.stderr.write(
       `echo-client: ${(err as Error).message}\n` +
         'usage: echo-client tcp|udp|udp-connected|http --to ADDR:PORT [--count N] [--size BYTES]\n' +
-        '       [--timeout-ms T] [--parallel P] [--reuse] [--local ADDR] [--local-port PORT] [--interval-ms MS]\n',
+        '       [--timeout-ms T] [--parallel P] [--reuse] [--local ADDR] [--local-port PORT] [--interval-ms MS]\n' +
+        '       [--reconnect] [--cgroup DIR]\n',
     );
     process.exit(2);
   }
+  if (o.cgroup !== undefined) joinCgroup(o.cgroup);
   const summary = await runEchoClient(o);
   process.stdout.write(JSON.stringify(summary) + '\n', () => process.exit(0));
 }

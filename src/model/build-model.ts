@@ -44,12 +44,31 @@ export interface ServiceModel {
 }
 
 export function buildModel(input: ModelInput): Model {
+  return buildModelParts(input).model;
+}
+
+/** What buildModel builds, with each Service's own part beside it (ServiceModels caches them). */
+export interface ModelParts {
+  readonly model: Model;
+  /** Each Service's model, in model order (duplicates left out), before frontends are claimed. */
+  readonly services: readonly ServiceModel[];
+  /** The errors that are no Service's own: the node's and duplicate objects' (model.errors has them too). */
+  readonly generalErrors: readonly ModelError[];
+  /** Frontends lost to another Service's claim (model.errors has them too). */
+  readonly claimErrors: readonly ModelError[];
+}
+
+export function buildModelParts(input: ModelInput): ModelParts {
   const { node, errors: nodeErrors } = buildNodeInfo(input);
   const errors: ModelError[] = [...nodeErrors];
+  const generalErrors: ModelError[] = [...nodeErrors];
   const skipped: SkippedService[] = [];
   const healthChecks: HealthCheck[] = [];
 
-  const slices = groupEndpointSlices(uniqueSlices(input.endpointSlices, errors));
+  const duplicateSlices: ModelError[] = [];
+  const slices = groupEndpointSlices(uniqueSlices(input.endpointSlices, duplicateSlices));
+  errors.push(...duplicateSlices);
+  generalErrors.push(...duplicateSlices);
   const services = [...input.services].map((s) => ({ s, ref: serviceRef(s) }));
   services.sort((a, b) => compareStrings(a.ref.namespace, b.ref.namespace) || compareStrings(a.ref.name, b.ref.name));
 
@@ -57,7 +76,9 @@ export function buildModel(input: ModelInput): Model {
   let previous: ObjectRef | undefined;
   for (const { s, ref } of services) {
     if (previous !== undefined && previous.namespace === ref.namespace && previous.name === ref.name && ref.name !== '') {
-      errors.push({ ref, field: 'metadata.name', message: 'duplicate Service; the first one is used' });
+      const duplicate: ModelError = { ref, field: 'metadata.name', message: 'duplicate Service; the first one is used' };
+      errors.push(duplicate);
+      generalErrors.push(duplicate);
       continue;
     }
     previous = ref;
@@ -68,8 +89,10 @@ export function buildModel(input: ModelInput): Model {
     if (m.healthCheck !== undefined) healthChecks.push(m.healthCheck);
   }
 
-  const servicePorts = claimFrontends(models, errors);
-  return { servicePorts, skipped, errors, healthChecks, node };
+  const claimErrors: ModelError[] = [];
+  const servicePorts = claimFrontends(models, claimErrors);
+  errors.push(...claimErrors);
+  return { model: { servicePorts, skipped, errors, healthChecks, node }, services: models, generalErrors, claimErrors };
 }
 
 /**
@@ -255,6 +278,11 @@ function addressKey(sp: ServicePort): string {
   return k;
 }
 
+/** What claimFrontends keys a frontend by: "address|port|protocol". */
+export function claimKey(sp: ServicePort): string {
+  return `${sp.address}|${sp.port}|${sp.protocol}`;
+}
+
 /**
  * Every frontend (address, port, protocol) belongs to one Service port. Specific
  * addresses (cluster, external, load balancer) are claimed before NodePorts, as
@@ -263,7 +291,7 @@ function addressKey(sp: ServicePort): string {
  * is also an external IP) keeps one frontend silently; any other loser is left
  * out and reported.
  */
-function claimFrontends(models: readonly ServiceModel[], errors: ModelError[]): ServicePort[] {
+export function claimFrontends(models: readonly ServiceModel[], errors: ModelError[]): ServicePort[] {
   const owners = new Map<string, ServicePort>();
   const kept = new Set<ServicePort>();
   const fieldOf = (sp: ServicePort): string =>
@@ -278,7 +306,7 @@ function claimFrontends(models: readonly ServiceModel[], errors: ModelError[]): 
     for (const m of models) {
       for (const sp of m.servicePorts) {
         if ((sp.kind === 'nodePort') !== pass) continue;
-        const key = `${sp.address}|${sp.port}|${sp.protocol}`;
+        const key = claimKey(sp);
         const owner = owners.get(key);
         if (owner === undefined) {
           owners.set(key, sp);

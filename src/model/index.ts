@@ -1,8 +1,10 @@
 // The model stage's public surface.
 export * from './types.js';
 export * from './k8s-types.js';
-export { buildModel, buildServiceModel, endpointsForScope, scopesDiffer } from './build-model.js';
-export type { ModelInput, ServiceModel, TrafficScope } from './build-model.js';
+export { buildModel, buildModelParts, buildServiceModel, claimFrontends, claimKey, endpointsForScope, scopesDiffer } from './build-model.js';
+export type { ModelInput, ModelParts, ServiceModel, TrafficScope } from './build-model.js';
+export { ServiceModels } from './service-models.js';
+export type { ChangedServices, ModelSummary, ServiceObjects } from './service-models.js';
 export { buildNodeInfo, PRIMARY_NODE_PORT_ADDRESSES } from './node-info.js';
 export type { NodeInput } from './node-info.js';
 export { categorizeEndpoints, topologyModeFromHints, usesClusterEndpoints, usesLocalEndpoints } from './topology.js';

@@ -41,7 +41,8 @@
 import { spawn as spawnChild, execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { isIP, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
+import { assertLabCidr, isLabAddress, isLinkLocal6 } from '../../src/lab/addresses.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EchoMode, EchoSummary } from '../../src/lab/echo-client.js';
@@ -50,7 +51,15 @@ export type { EchoMode, EchoSummary } from '../../src/lab/echo-client.js';
 
 // ---- constants and address checks ------------------------------------------------------------
 
-export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The directory holding package.json: from test/lib (vitest) or dist/test/lib (compiled benches). */
+function findRepoRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
+  }
+}
+
+export const REPO_ROOT = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
 export const ECHO_SERVER = join(REPO_ROOT, 'src', 'lab', 'echo-server.ts');
 export const ECHO_CLIENT = join(REPO_ROOT, 'src', 'lab', 'echo-client.ts');
 
@@ -59,46 +68,8 @@ const PREFIX_RE = /^[a-z][a-z0-9-]{0,9}-$/;
 const SUFFIX_RE = /^[a-z0-9]+$/;
 const DEVNAME_RE = /^[a-zA-Z0-9_.]{1,15}$/;
 
-function v4ToInt(a: string): number {
-  return a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-}
-
-function v6Groups(a: string): number[] {
-  const addr = a.split('%')[0] as string;
-  const [head, tail] = addr.includes('::') ? (addr.split('::') as [string, string]) : [addr, undefined];
-  const h = head === '' ? [] : head.split(':');
-  const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const fill = tail === undefined ? [] : new Array<string>(8 - h.length - t.length).fill('0');
-  return [...h, ...fill, ...t].map((g) => parseInt(g, 16));
-}
-
-/** True when addr lies in the lab ranges 198.18.0.0/15 or 2001:2::/48. */
-export function isLabAddress(addr: string): boolean {
-  const fam = isIP(addr);
-  if (fam === 4) return v4ToInt(addr) >>> 17 === v4ToInt('198.18.0.0') >>> 17;
-  if (fam === 6) {
-    const g = v6Groups(addr);
-    return g[0] === 0x2001 && g[1] === 0x0002 && g[2] === 0;
-  }
-  return false;
-}
-
-function isLinkLocal6(addr: string): boolean {
-  return isIPv6(addr) && ((v6Groups(addr)[0] as number) & 0xffc0) === 0xfe80;
-}
-
-function assertLabCidr(cidr: string, what: string): { addr: string; len: number; v6: boolean } {
-  const m = /^([^/]+)\/(\d+)$/.exec(cidr);
-  if (!m) throw new Error(`${what}: ${cidr} is not ADDR/LEN`);
-  const addr = m[1] as string;
-  const len = Number(m[2]);
-  const v6 = isIPv6(addr);
-  if (!isLabAddress(addr)) throw new Error(`${what}: ${cidr} is outside 198.18.0.0/15 and 2001:2::/48`);
-  if (v6 ? len < 48 || len > 128 : len < 15 || len > 32) {
-    throw new Error(`${what}: ${cidr} is wider than the lab range (or an invalid length)`);
-  }
-  return { addr, len, v6 };
-}
+// The address checks are the lab's own (src/lab/addresses.ts): one definition of "lab address".
+export { isLabAddress };
 
 function assertDev(dev: string): void {
   if (!DEVNAME_RE.test(dev)) throw new Error(`bad device name ${JSON.stringify(dev)} (1–15 chars of [A-Za-z0-9_.])`);
@@ -324,6 +295,13 @@ export interface EchoClientSpec {
   local?: string;
   localPort?: number;
   intervalMs?: number;
+  /** udp-connected with reuse: reopen the socket after a socket error and retry once (echo-client --reconnect). */
+  reconnect?: boolean;
+  /**
+   * Run the client inside this cgroup v2 directory (echo-client --cgroup), e.g. where socket LB is
+   * attached; as reachable inside `ip netns exec`, which remounts /sys (TestCgroup.reachablePath).
+   */
+  cgroup?: string;
 }
 
 // `ip` argument builders shared by Lab's methods and topology()'s batches (no `-4`/`-6`:
@@ -640,6 +618,8 @@ export class Lab {
     if (spec.local !== undefined) args.push('--local', spec.local);
     if (spec.localPort !== undefined) args.push('--local-port', String(spec.localPort));
     if (spec.intervalMs !== undefined) args.push('--interval-ms', String(spec.intervalMs));
+    if (spec.reconnect) args.push('--reconnect');
+    if (spec.cgroup !== undefined) args.push('--cgroup', spec.cgroup);
     const budget = 15_000 + (count * (timeoutMs + (spec.intervalMs ?? 0))) / Math.max(1, spec.reuse ? 1 : (spec.parallel ?? 1));
     const r = await this.node(ns, ECHO_CLIENT, args, { timeoutMs: budget });
     if (r.code !== 0) {

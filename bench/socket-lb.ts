@@ -1,0 +1,232 @@
+// Socket LB benchmark: connection rate (connect, one request, close) and the
+// latency of that request (p50/p99, connect included) from a pod through a
+// ClusterIP translated at connect() by strait_sock.o, against the same client
+// going straight to the backends' own addresses, in the same run (rounds
+// interleaved, order alternating), with 1 and 10,000 Services in the maps.
+//
+//   make build && node dist/bench/socket-lb.js [--services 1,10000] [--count 3000]
+//        [--parallel 4] [--rounds 6]
+//
+// Lab: topology 'st-bsl-' (test/lib/netns.ts) — the client is pod b1
+// (198.18.11.2), the Service 198.19.0.1:80 has pods b2 and b3 (echo server on
+// 8080), "direct" alternates between b2 and b3 connection by connection. Every client runs
+// in a cgroup made for the run (<cgroup2 mount>/strait-test-benchsock-<pid>), to
+// which the socket programs are attached: direct connects pass through the
+// connect4 program too (a lookup miss), as they do on a node where socket LB
+// covers every process. A third column runs direct outside the cgroup: the cost
+// of that miss. Client and servers are bench/socket-lb-load.c (built here into
+// build/bench/), so the numbers are the kernel's connection path, not a
+// runtime's: P client processes, each connect → one line → reply → close.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { IPPROTO_TCP, LB_F_REJECT_NO_ENDPOINTS, LB_KIND_CLUSTER_IP, LB_SCOPE_EXTERNAL } from '../src/bpf/abi.js';
+import { Dataplane } from '../src/bpf/dataplane.js';
+import { SocketLb } from '../src/bpf/socket-lb.js';
+import { TestCgroup } from '../test/lib/cgroup.js';
+import { REPO_ROOT, hostPort, topology, type Topology } from '../test/lib/netns.js';
+import { addService, metric } from '../test/lib/services.js';
+
+interface Args {
+  services: number[];
+  count: number;
+  parallel: number;
+  rounds: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { services: [1, 10_000], count: 20_000, parallel: 2, rounds: 6 };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = argv[i + 1] ?? '';
+    if (flag === '--services') args.services = value.split(',').map(Number);
+    else if (flag === '--count') args.count = Number(value);
+    else if (flag === '--parallel') args.parallel = Number(value);
+    else if (flag === '--rounds') args.rounds = Number(value);
+    else if (flag === '--help') {
+      console.log('usage: socket-lb.js [--services 1,10000] [--count N] [--parallel P] [--rounds R]');
+      process.exit(0);
+    } else continue;
+    i++;
+  }
+  return args;
+}
+
+const PORT = 8080;
+const LOAD_SRC = join(REPO_ROOT, 'bench', 'socket-lb-load.c');
+const LOAD_BIN = join(REPO_ROOT, 'build', 'bench', 'socket-lb-load');
+
+/** What socket-lb-load client prints. */
+interface LoadResult {
+  ok: number;
+  failed: number;
+  firstErrno: number;
+  elapsedNs: number;
+  latNs: number[];
+}
+const VIP = '198.19.0.1';
+/** Filler Service i (i ≥ 1): 198.19.1.0 upwards, never used for traffic. */
+const fillerVip = (i: number): string => `198.19.${1 + ((i >> 8) & 255)}.${i & 255}`;
+
+/** Services 2..n: each with two backends (addresses repeat: only map contents matter). */
+function fill(dp: Dataplane, from: number, to: number, topo: Topology): void {
+  const svc = [];
+  const slots = [];
+  const backends = [];
+  const revnat = [];
+  for (let i = from; i < to; i++) {
+    const id = 1000 + i;
+    svc.push([
+      { addr: fillerVip(i), port: 80, proto: IPPROTO_TCP, scope: LB_SCOPE_EXTERNAL },
+      { serviceId: id, backendCount: 2, revNatId: id, affinityTimeout: 0, flags: LB_F_REJECT_NO_ENDPOINTS, kind: LB_KIND_CLUSTER_IP, algorithm: 0 },
+    ] as const);
+    revnat.push([id, { addr: fillerVip(i), port: 80 }] as const);
+    for (let s = 1; s <= 2; s++) {
+      const backendId = 100_000 + i * 2 + s;
+      const b = topo.backends[s]!;
+      backends.push([backendId, { addr: b.addr4, nodeAddr: '0.0.0.0', port: PORT, proto: IPPROTO_TCP, state: 0, flags: 0, zone: 0 }] as const);
+      slots.push([{ serviceId: id, slot: s }, { backendId }] as const);
+    }
+  }
+  dp.maps.backends4.batchUpdate(backends);
+  dp.maps.serviceSlots.batchUpdate(slots);
+  dp.maps.revnat4.batchUpdate(revnat);
+  dp.maps.services4.batchUpdate(svc);
+}
+
+type Mode = 'vip' | 'direct' | 'direct-outside';
+
+interface Sample {
+  ok: number;
+  failed: number;
+  ms: number;
+  latencies: number[];
+}
+
+interface Row {
+  services: number;
+  mode: Mode;
+  connPerSec: number;
+  p50: number;
+  p99: number;
+  failed: number;
+}
+
+function percentile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error('the socket-LB bench needs root (namespaces, BPF, cgroups)');
+  const root = join('/sys/fs/bpf', `strait-bench-sock-${process.pid}`);
+  const cgroup = TestCgroup.create('strait-test-benchsock-');
+  let topo: Topology | undefined;
+  let dp: Dataplane | undefined;
+  let sock: SocketLb | undefined;
+  const rows: Row[] = [];
+  try {
+    topo = await topology('st-bsl-', { backends: 3 });
+    const t = topo;
+    const client = t.backends[0]!;
+    // many short connections from one address: reuse TIME_WAIT ports, as a busy client does
+    await t.lab.sysctls(client.ns, { 'net.ipv4.tcp_tw_reuse': 1, 'net.ipv4.ip_local_port_range': '1024 65000' });
+    mkdirSync(join(REPO_ROOT, 'build', 'bench'), { recursive: true });
+    execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', LOAD_BIN, LOAD_SRC], { stdio: 'inherit' });
+    for (const b of t.backends.slice(1)) {
+      await t.lab.spawn(b.ns, LOAD_BIN, ['server', '--port', String(PORT)], { label: `load server in ${b.ns}` }).waitForLine('ready');
+    }
+    const maxServices = Math.max(...args.services);
+    dp = Dataplane.open({
+      bpfRoot: root,
+      mapSizes: {
+        services4: maxServices + 1024,
+        service_slots: 2 * maxServices + 1024,
+        backends4: 2 * maxServices + 1024,
+        revnat4: maxServices + 1024,
+        ct4: 65536,
+        ct6: 1024,
+        sock_revnat4: 262144,
+        sock_revnat6: 1024,
+      },
+    });
+    sock = SocketLb.open({ dataplane: dp, destroyObjectPath: null });
+    sock.attach(cgroup.path);
+    addService(dp, {
+      id: 1,
+      vip: VIP,
+      port: 80,
+      proto: 'tcp',
+      backends: t.backends.slice(1).map((b, i) => ({ id: 10 + i, addr: b.addr4, port: PORT })),
+    });
+
+    let loaded = 1;
+    for (const services of args.services) {
+      if (services > loaded) {
+        fill(dp, loaded, services, t);
+        loaded = services;
+      }
+      const samples: Record<Mode, Sample> = {
+        vip: { ok: 0, failed: 0, ms: 0, latencies: [] },
+        direct: { ok: 0, failed: 0, ms: 0, latencies: [] },
+        'direct-outside': { ok: 0, failed: 0, ms: 0, latencies: [] },
+      };
+      const xlate0 = metric(dp, 'sock_xlate', 'egress');
+      for (let r = 0; r < args.rounds; r++) {
+        const direct = t.backends.slice(1).map((b) => hostPort(b.addr4, PORT));
+        const runs: [Mode, string[], boolean][] = [
+          ['vip', [hostPort(VIP, 80)], true],
+          ['direct', direct, true],
+          ['direct-outside', direct, false],
+        ];
+        if (r % 2 === 1) runs.reverse();
+        for (const [mode, to, inCgroup] of runs) {
+          const argv = ['client', ...to.flatMap((a) => ['--to', a]), '--count', String(args.count), '--parallel', String(args.parallel)];
+          if (inCgroup) argv.push('--cgroup', cgroup.reachablePath);
+          const out = await t.lab.exec(client.ns, LOAD_BIN, argv, { timeoutMs: 120_000, check: true });
+          const s = JSON.parse(out.stdout) as LoadResult;
+          if (s.failed > 0) console.error(`${mode} ${to}: ${s.failed} failed, first errno ${s.firstErrno}`);
+          const acc = samples[mode];
+          acc.ok += s.ok;
+          acc.failed += s.failed;
+          acc.ms += s.elapsedNs / 1e6;
+          for (const ns of s.latNs) acc.latencies.push(ns / 1e6);
+        }
+      }
+      const translated = metric(dp, 'sock_xlate', 'egress') - xlate0;
+      if (translated < BigInt(samples.vip.ok)) throw new Error(`only ${translated} connects translated for ${samples.vip.ok} through the VIP`);
+      for (const mode of ['vip', 'direct', 'direct-outside'] as const) {
+        const s = samples[mode];
+        const lat = s.latencies.sort((a, b) => a - b);
+        rows.push({ services, mode, connPerSec: (s.ok / s.ms) * 1000, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), failed: s.failed });
+      }
+    }
+  } finally {
+    sock?.close();
+    dp?.close();
+    Dataplane.destroy(root);
+    rmSync(root, { recursive: true, force: true });
+    await topo?.destroy();
+    cgroup.destroy();
+  }
+
+  const f1 = (x: number): string => x.toFixed(1);
+  const f3 = (x: number): string => x.toFixed(3);
+  console.log(`\nsocket LB: TCP connect + one request + close, pod → ClusterIP (2 backends) vs pod → backend`);
+  console.log(`${args.rounds} rounds × ${args.count} connections per column, ${args.parallel} client processes (bench/socket-lb-load.c)\n`);
+  console.log('| Services | path | conn/s | vs direct | p50 ms | p99 ms | p99 vs direct | failed |');
+  console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    const d = rows.find((x) => x.services === r.services && x.mode === 'direct');
+    const rate = d ? `${f1((r.connPerSec / d.connPerSec) * 100)}%` : '';
+    const p99 = d ? `${f1((r.p99 / d.p99 - 1) * 100)}%` : '';
+    const path = r.mode === 'vip' ? 'ClusterIP (socket LB)' : r.mode === 'direct' ? 'direct, in the cgroup' : 'direct, outside the cgroup';
+    console.log(`| ${r.services} | ${path} | ${Math.round(r.connPerSec)} | ${rate} | ${f3(r.p50)} | ${f3(r.p99)} | ${p99} | ${r.failed} |`);
+  }
+  console.log(`\n${JSON.stringify({ bench: 'socket-lb', args, rows })}`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.stack : e);
+  process.exit(1);
+});
