@@ -2,8 +2,8 @@
 // EndpointSlice each) in real kernel maps, beside kube-proxy (nftables mode)
 // with the same objects in the same run.
 //
-//   make bench-agent
-//   node dist/bench/agent.js --services 10000 --endpoints 10 --flips 1000 [--kube-proxy auto|off|on] [--kp-flips 200]
+//   make build bpffs k8s-bins      # and nftables (apt) for the kube-proxy column
+//   node_modules/.bin/node dist/bench/agent.js --services 10000 --endpoints 10 --flips 1000 [--kube-proxy auto|off|on] [--kp-flips 200]
 //
 // strait, in this process: an Agent whose source is its own object store
 // (source kind "store"), real maps under a fresh /sys/fs/bpf root (destroyed at
@@ -26,17 +26,23 @@
 // controller touches the slices). Its namespace has only a loopback: the
 // apiserver and its metrics are reached through Unix sockets relayed by a
 // small node process inside it. Numbers come from kube-proxy itself:
-//  - cold start: process start to the end of its first full sync (the
-//    "SyncProxyRules complete" log line), and that sync's own duration;
-//  - flips: the same toggle written to the API; each sync's elapsed time
-//    from its log line (-v=2), and the end-to-end time from the API write to
-//    that line; kubeproxy_sync_proxy_rules_duration_seconds from /metrics as a
-//    cross-check;
+//  - cold start: process start to the end of its first sync (which waits for
+//    the initial lists, so it programs every Service; polled on /metrics), and
+//    that sync's own duration;
+//  - flips: the same toggle written to the API (a merge patch of the slice's
+//    endpoints), timed until /metrics counts one more sync
+//    (kubeproxy_sync_proxy_rules_duration_seconds_count, IPv4 proxier), and
+//    that sync's own duration (the growth of its _sum); min sync period 1 ms
+//    (kube-proxy reads 0 as unset: 1 s). This end-to-end time includes the API
+//    write and the watch, which strait's (a store upsert) does not;
 //  - peak RSS: VmHWM of the process.
 // Addresses: cluster IPs 198.19.192.0/18 (inside the control plane's service
 // CIDR), endpoints 198.18.0.0/16 (see endpointOf). Data only: no packet is sent.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { connect, createServer, type Server } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { IPPROTO_TCP, LB_SCOPE_EXTERNAL } from '../src/bpf/abi.js';
@@ -44,6 +50,7 @@ import { Dataplane } from '../src/bpf/dataplane.js';
 import { Agent } from '../src/agent/agent.js';
 import { silentLogger, type LogFields, type Logger } from '../src/agent/logger.js';
 import type { EndpointSlice, Service } from '../src/model/k8s-types.js';
+import { startControlPlane, type ControlPlane } from '../src/lab/control-plane.js';
 
 interface Args {
   services: number;
@@ -230,7 +237,7 @@ async function runStrait(args: Args, flips: readonly Flip[]): Promise<StraitResu
   Dataplane.destroy(bpfRoot);
   const log = new SyncWatcher();
   const agent = new Agent({
-    nodeName: 'node-0',
+    nodeName: 'bench-node',
     source: { kind: 'store' },
     bpfRoot,
     stateDir,
@@ -292,24 +299,240 @@ async function runStrait(args: Args, flips: readonly Flip[]): Promise<StraitResu
   }
 }
 
+// ---- kube-proxy -----------------------------------------------------------------------------
+
+interface KubeProxyResult {
+  coldMs: number;
+  firstSyncMs: number;
+  flipMs: number[];
+  flipSyncMs: number[];
+  maxRssMb: number;
+  nftElements: number;
+}
+
+/** The cached kube-proxy (lab/build-k8s.sh), or why there is none to run. */
+function findKubeProxy(): { bin: string } | { missing: string } {
+  const cache = process.env['STRAIT_CACHE'] ?? join(homedir(), '.cache', 'strait');
+  const dirs = existsSync(cache) ? readdirSync(cache).filter((d) => d.startsWith('k8s-')).sort() : [];
+  const bin = dirs.map((d) => join(cache, d, 'bin', 'kube-proxy')).filter((b) => existsSync(b)).pop();
+  if (bin === undefined) return { missing: `no cached kube-proxy under ${cache}/k8s-*/bin (make k8s-bins)` };
+  if (spawnSync('nft', ['--version'], { stdio: 'ignore' }).status !== 0) return { missing: 'no nft binary (apt-get install nftables): kube-proxy nftables mode needs it' };
+  if (process.getuid?.() !== 0) return { missing: 'not root (a network namespace is needed)' };
+  return { bin };
+}
+
+/** Creates `items` through `create`, `parallel` at a time. */
+async function createAll<T>(items: readonly T[], parallel: number, create: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await create(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: parallel }, worker));
+}
+
+function run(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error?.message}`);
+}
+
+/** Relays each connection to `target` (the other end of a namespace boundary). */
+function relay(listen: string | { port: number; host: string }, target: string | { port: number; host: string }): Server {
+  const server = createServer((c) => {
+    const u = typeof target === 'string' ? connect(target) : connect(target.port, target.host);
+    c.pipe(u).pipe(c);
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  });
+  if (typeof listen === 'string') server.listen(listen);
+  else server.listen(listen.port, listen.host);
+  return server;
+}
+
+/** The same relay, run inside the namespace by a node child process. */
+const NETNS_RELAY = `
+const net = require('node:net');
+const pipe = (c, u) => { c.pipe(u).pipe(c); c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); };
+net.createServer((c) => pipe(c, net.connect(process.env.API_SOCK))).listen(Number(process.env.API_PORT), '127.0.0.1');
+net.createServer((c) => pipe(c, net.connect(10249, '127.0.0.1'))).listen(process.env.METRICS_SOCK);
+`;
+
+function fetchMetrics(socketPath: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath, path: '/metrics', timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(body));
+    });
+    req.on('error', reject).on('timeout', () => req.destroy(new Error('metrics: timeout'))).end();
+  });
+}
+
+/** kubeproxy_sync_proxy_rules_duration_seconds of the IPv4 proxier: syncs so far and their total seconds. */
+function syncCounter(text: string): { count: number; sum: number } {
+  const out = { count: 0, sum: 0 };
+  for (const line of text.split('\n')) {
+    const m = /^kubeproxy_sync_proxy_rules_duration_seconds_(count|sum)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (m === null || (m[2] !== undefined && m[2].includes('ip_family') && !m[2].includes('"IPv4"'))) continue;
+    out[m[1] as 'count' | 'sum'] += Number(m[3]);
+  }
+  return out;
+}
+
+async function runKubeProxy(args: Args, flips: readonly Flip[], bin: string): Promise<KubeProxyResult> {
+  const ns = `st-bench-kp-${process.pid}`;
+  const dir = mkdtempSync(join(tmpdir(), 'strait-bench-kp-'));
+  const apiSock = join(dir, 'api.sock');
+  const metricsSock = join(dir, 'metrics.sock');
+  let cp: ControlPlane | undefined;
+  let hostRelay: Server | undefined;
+  const children: ChildProcess[] = [];
+  try {
+    const t0 = performance.now();
+    cp = await startControlPlane({ log: (l) => console.error(`  ${l}`) });
+    const api = cp;
+    await api.api('POST', '/api/v1/namespaces', { metadata: { name: NAMESPACE } });
+    await api.api('POST', '/api/v1/nodes', {
+      metadata: { name: 'bench-node', labels: { 'kubernetes.io/hostname': 'bench-node' } },
+      status: { addresses: [{ type: 'InternalIP', address: '198.18.255.254' }] },
+    });
+    const indices = Array.from({ length: args.services }, (_, i) => i);
+    await createAll(indices, 16, (i) => api.api('POST', `/api/v1/namespaces/${NAMESPACE}/services`, makeService(i)));
+    await createAll(indices, 16, (i) =>
+      api.api('POST', `/apis/discovery.k8s.io/v1/namespaces/${NAMESPACE}/endpointslices`, makeSlice(i, args.endpoints, undefined, 0)),
+    );
+    console.error(`  ${args.services} Services and slices created in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    // the namespace: loopback only; the apiserver and the metrics through Unix sockets
+    run('ip', ['netns', 'add', ns]);
+    run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+    hostRelay = relay(apiSock, { port: cp.apiserverPort, host: '127.0.0.1' });
+    const inner = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', NETNS_RELAY], {
+      env: { ...process.env, API_SOCK: apiSock, API_PORT: String(cp.apiserverPort), METRICS_SOCK: metricsSock },
+      stdio: 'inherit',
+    });
+    children.push(inner);
+    await until('the namespace relay', () => existsSync(metricsSock), 10_000);
+
+    const config = join(dir, 'kube-proxy.yaml');
+    writeFileSync(
+      config,
+      [
+        'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
+        'kind: KubeProxyConfiguration',
+        'mode: nftables',
+        'hostnameOverride: bench-node',
+        'metricsBindAddress: 127.0.0.1:10249',
+        'healthzBindAddress: 127.0.0.1:10256',
+        'clientConnection:',
+        `  kubeconfig: ${cp.kubeconfigPath}`,
+        'nftables:',
+        '  minSyncPeriod: 1ms', // as strait's runner (0 here): every change synced at once (kube-proxy reads 0 as "unset": 1 s)
+        '  syncPeriod: 1h', // no periodic full sync during the run
+        'conntrack:', // leave the namespace's conntrack settings alone
+        '  maxPerCore: 0',
+        '  tcpEstablishedTimeout: 0s',
+        '  tcpCloseWaitTimeout: 0s',
+        '',
+      ].join('\n'),
+    );
+    const logFile = join(dir, 'kube-proxy.log');
+    const log = createWriteStream(logFile);
+    const start = performance.now();
+    const kp = spawn('ip', ['netns', 'exec', ns, bin, `--config=${config}`, '--v=2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(kp);
+    kp.stdout?.pipe(log);
+    kp.stderr?.pipe(log);
+    const metrics = async (): Promise<{ count: number; sum: number }> => {
+      try {
+        return syncCounter(await fetchMetrics(metricsSock));
+      } catch {
+        return { count: 0, sum: 0 };
+      }
+    };
+    // cold start: its first sync waits for the initial lists, so it programs every Service
+    let m = await metrics();
+    const deadline = performance.now() + 300_000;
+    while (m.count < 1) {
+      if (kp.exitCode !== null || performance.now() > deadline) {
+        throw new Error(`kube-proxy did not sync (exit ${kp.exitCode}); log ${logFile}:\n${readFileSync(logFile, 'utf8').split('\n').slice(-20).join('\n')}`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+      m = await metrics();
+    }
+    const coldMs = performance.now() - start;
+    const firstSyncMs = m.sum * 1000;
+    const listed = spawnSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'map', 'ip', 'kube-proxy', 'service-ips'], { encoding: 'utf8', maxBuffer: 256 << 20 });
+    const nftElements = (listed.stdout.match(/ : goto /g) ?? []).length;
+
+    const flipMs: number[] = [];
+    const flipSyncMs: number[] = [];
+    for (const f of flips) {
+      const before = m;
+      const t = performance.now();
+      await api.patch(`/apis/discovery.k8s.io/v1/namespaces/${NAMESPACE}/endpointslices/svc-${f.service}-0`, {
+        endpoints: makeSlice(f.service, args.endpoints, f.down ? f.endpoint : undefined, 0).endpoints,
+      });
+      while ((m = await metrics()).count <= before.count) {
+        if (performance.now() - t > 60_000) throw new Error('kube-proxy: no sync after a flip within 60 s');
+      }
+      flipMs.push(performance.now() - t);
+      flipSyncMs.push(((m.sum - before.sum) / (m.count - before.count)) * 1000);
+    }
+    const status = readFileSync(`/proc/${kp.pid}/status`, 'utf8');
+    const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
+    return { coldMs, firstSyncMs, flipMs, flipSyncMs, maxRssMb: hwm / 1024, nftElements };
+  } finally {
+    for (const c of children.reverse()) {
+      if (c.exitCode !== null || c.pid === undefined) continue;
+      c.kill('SIGTERM');
+      await new Promise((r) => c.once('exit', r));
+    }
+    hostRelay?.close();
+    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    await cp?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // ---- main -----------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const flips = planFlips(args, args.flips, args.seed);
+  // strait first: its peak RSS is read before the kube-proxy part fills this process with API traffic
   const s = await runStrait(args, flips);
 
-  console.log(`\nagent sync, ${args.services} Services × ${args.endpoints} endpoints (${args.services * args.endpoints} backends), ${args.flips} flips`);
-  console.log('\n| | strait |');
-  console.log('|---|---:|');
-  console.log(`| cold start, ms | ${ms(s.coldMs)} |`);
-  console.log(`| first sync, ms | ${ms(s.firstSyncMs)} |`);
-  console.log(`| flip p50, ms | ${ms(percentile(s.flipMs, 50))} |`);
-  console.log(`| flip p99, ms | ${ms(percentile(s.flipMs, 99))} |`);
-  console.log(`| flip sync p50, ms | ${ms(percentile(s.flipSyncMs, 50))} |`);
-  console.log(`| flip sync p99, ms | ${ms(percentile(s.flipSyncMs, 99))} |`);
-  console.log(`| peak RSS, MB | ${s.maxRssMb.toFixed(0)} |`);
-  console.log(`\n${JSON.stringify({ bench: 'agent', args, strait: { openMs: s.openMs, coldMs: s.coldMs, firstSyncMs: s.firstSyncMs, flipP50: percentile(s.flipMs, 50), flipP99: percentile(s.flipMs, 99), flipSyncP50: percentile(s.flipSyncMs, 50), flipSyncP99: percentile(s.flipSyncMs, 99), maxRssMb: s.maxRssMb } })}`);
+  let k: KubeProxyResult | undefined;
+  let kpNote = '';
+  if (args.kubeProxy !== 'off') {
+    const found = findKubeProxy();
+    if ('missing' in found) {
+      if (args.kubeProxy === 'on') throw new Error(`--kube-proxy on: ${found.missing}`);
+      kpNote = `kube-proxy not run: ${found.missing}`;
+    } else {
+      console.error('kube-proxy (nftables) with the same objects:');
+      k = await runKubeProxy(args, planFlips(args, args.kpFlips, args.seed), found.bin);
+    }
+  } else kpNote = 'kube-proxy not run (--kube-proxy off)';
+
+  const p = (xs: readonly number[], q: number): number => percentile(xs, q);
+  const rows: [string, number, number | undefined][] = [
+    ['cold start: start → every Service programmed, ms', s.coldMs, k?.coldMs],
+    ['first (full) sync, ms', s.firstSyncMs, k?.firstSyncMs],
+    ['flip: change → maps/rules written, p50, ms', p(s.flipMs, 50), k === undefined ? undefined : p(k.flipMs, 50)],
+    ['flip: change → maps/rules written, p99, ms', p(s.flipMs, 99), k === undefined ? undefined : p(k.flipMs, 99)],
+    ['flip: sync duration, p50, ms', p(s.flipSyncMs, 50), k === undefined ? undefined : p(k.flipSyncMs, 50)],
+    ['flip: sync duration, p99, ms', p(s.flipSyncMs, 99), k === undefined ? undefined : p(k.flipSyncMs, 99)],
+    ['peak RSS, MB', s.maxRssMb, k?.maxRssMb],
+  ];
+  console.log(`\nagent sync, ${args.services} Services × ${args.endpoints} endpoints (${args.services * args.endpoints} backends); flips: strait ${args.flips}, kube-proxy ${k === undefined ? 0 : args.kpFlips}`);
+  console.log('\n| | strait | kube-proxy nftables | strait / kube-proxy |');
+  console.log('|---|---:|---:|---:|');
+  for (const [name, a, b] of rows) {
+    console.log(`| ${name} | ${name.startsWith('peak') ? a.toFixed(0) : ms(a)} | ${b === undefined ? '—' : name.startsWith('peak') ? b.toFixed(0) : ms(b)} | ${b === undefined ? '—' : (a / b).toFixed(3)} |`);
+  }
+  if (kpNote !== '') console.log(`\n${kpNote}`);
+  if (k !== undefined) console.log(`\nkube-proxy's service-ips map held ${k.nftElements} elements after its first sync.`);
+  console.log(`\n${JSON.stringify({ bench: 'agent', args, strait: { ...s, flipMs: undefined, flipSyncMs: undefined }, kubeProxy: k && { ...k, flipMs: undefined, flipSyncMs: undefined }, rows })}`);
 }
 
 main().catch((e: unknown) => {

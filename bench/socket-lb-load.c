@@ -6,8 +6,8 @@
  *
  *   socket-lb-load client --to ADDR:PORT|[ADDR]:PORT … --count N [--parallel P] [--cgroup DIR]
  *       P processes make N connections in all, each: connect(), send one line,
- *       read the one-line reply, close(); connection i goes to the (i mod
- *       T)-th of the T --to addresses. --cgroup DIR: join that cgroup v2
+ *       read the one-line reply, close(); each process goes round the T --to
+ *       addresses, one connection each. --cgroup DIR: join that cgroup v2
  *       directory (write our pid to DIR/cgroup.procs) before any socket.
  *       Prints one JSON line: {"ok","failed","firstErrno","elapsedNs","latNs":[…]}
  *       (latNs: every successful connection's connect-to-reply time).
@@ -206,7 +206,10 @@ static int client(int argc, char **argv)
 			/* worker p makes connections p, p + P, p + 2P, … */
 			for (i = p; i < count; i += parallel) {
 				uint64_t lat = 0;
-				int err = one(&to[i % targets], len[i % targets], &lat);
+				/* each worker alternates targets, as the VIP spreads
+				 * every worker's connections over the backends */
+				long t = (i / parallel) % targets;
+				int err = one(&to[t], len[t], &lat);
 
 				if (err == 0) {
 					sh->lat[i] = lat;

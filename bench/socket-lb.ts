@@ -9,7 +9,7 @@
 //
 // Lab: topology 'st-bsl-' (test/lib/netns.ts) — the client is pod b1
 // (198.18.11.2), the Service 198.19.0.1:80 has pods b2 and b3 (echo server on
-// 8080), "direct" alternates between b2 and b3 connection by connection. Every client runs
+// 8080), "direct" goes round b2 and b3 connection by connection (--backends 1: b2 only). Every client runs
 // in a cgroup made for the run (<cgroup2 mount>/strait-test-benchsock-<pid>), to
 // which the socket programs are attached: direct connects pass through the
 // connect4 program too (a lookup miss), as they do on a node where socket LB
@@ -32,10 +32,12 @@ interface Args {
   count: number;
   parallel: number;
   rounds: number;
+  /** Backends of the measured Service (1 or 2): pods b2[, b3]. */
+  backends: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { services: [1, 10_000], count: 20_000, parallel: 2, rounds: 6 };
+  const args: Args = { services: [1, 10_000], count: 20_000, parallel: 2, rounds: 6, backends: 2 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = argv[i + 1] ?? '';
@@ -43,8 +45,9 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--count') args.count = Number(value);
     else if (flag === '--parallel') args.parallel = Number(value);
     else if (flag === '--rounds') args.rounds = Number(value);
+    else if (flag === '--backends') args.backends = Number(value);
     else if (flag === '--help') {
-      console.log('usage: socket-lb.js [--services 1,10000] [--count N] [--parallel P] [--rounds R]');
+      console.log('usage: socket-lb.js [--services 1,10000] [--count N] [--parallel P] [--rounds R] [--backends 1|2]');
       process.exit(0);
     } else continue;
     i++;
@@ -101,19 +104,30 @@ interface Sample {
   failed: number;
   ms: number;
   latencies: number[];
+  /** Per round: connections per second, p50 and p99 (ms) of that run. */
+  rounds: { rate: number; p50: number; p99: number }[];
 }
 
 interface Row {
   services: number;
   mode: Mode;
+  /** Pooled over every round. */
   connPerSec: number;
   p50: number;
   p99: number;
   failed: number;
+  /** Median over rounds of this mode's value / direct's in the same round (1 = equal). */
+  rateVsDirect: number;
+  p50VsDirect: number;
+  p99VsDirect: number;
 }
 
 function percentile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+}
+
+function median(xs: number[]): number {
+  return percentile([...xs].sort((a, b) => a - b), 0.5);
 }
 
 async function main(): Promise<void> {
@@ -157,7 +171,7 @@ async function main(): Promise<void> {
       vip: VIP,
       port: 80,
       proto: 'tcp',
-      backends: t.backends.slice(1).map((b, i) => ({ id: 10 + i, addr: b.addr4, port: PORT })),
+      backends: t.backends.slice(1, 1 + args.backends).map((b, i) => ({ id: 10 + i, addr: b.addr4, port: PORT })),
     });
 
     let loaded = 1;
@@ -167,13 +181,13 @@ async function main(): Promise<void> {
         loaded = services;
       }
       const samples: Record<Mode, Sample> = {
-        vip: { ok: 0, failed: 0, ms: 0, latencies: [] },
-        direct: { ok: 0, failed: 0, ms: 0, latencies: [] },
-        'direct-outside': { ok: 0, failed: 0, ms: 0, latencies: [] },
+        vip: { ok: 0, failed: 0, ms: 0, latencies: [], rounds: [] },
+        direct: { ok: 0, failed: 0, ms: 0, latencies: [], rounds: [] },
+        'direct-outside': { ok: 0, failed: 0, ms: 0, latencies: [], rounds: [] },
       };
       const xlate0 = metric(dp, 'sock_xlate', 'egress');
       for (let r = 0; r < args.rounds; r++) {
-        const direct = t.backends.slice(1).map((b) => hostPort(b.addr4, PORT));
+        const direct = t.backends.slice(1, 1 + args.backends).map((b) => hostPort(b.addr4, PORT));
         const runs: [Mode, string[], boolean][] = [
           ['vip', [hostPort(VIP, 80)], true],
           ['direct', direct, true],
@@ -190,15 +204,30 @@ async function main(): Promise<void> {
           acc.ok += s.ok;
           acc.failed += s.failed;
           acc.ms += s.elapsedNs / 1e6;
-          for (const ns of s.latNs) acc.latencies.push(ns / 1e6);
+          const lat = s.latNs.map((ns) => ns / 1e6);
+          for (const l of lat) acc.latencies.push(l);
+          lat.sort((a, b) => a - b);
+          acc.rounds.push({ rate: s.ok / (s.elapsedNs / 1e9), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99) });
         }
       }
       const translated = metric(dp, 'sock_xlate', 'egress') - xlate0;
       if (translated < BigInt(samples.vip.ok)) throw new Error(`only ${translated} connects translated for ${samples.vip.ok} through the VIP`);
+      const direct = samples.direct.rounds;
+      const vsDirect = (m: Sample, k: 'rate' | 'p50' | 'p99'): number => median(m.rounds.map((x, i) => x[k] / (direct[i]?.[k] ?? NaN)));
       for (const mode of ['vip', 'direct', 'direct-outside'] as const) {
         const s = samples[mode];
         const lat = s.latencies.sort((a, b) => a - b);
-        rows.push({ services, mode, connPerSec: (s.ok / s.ms) * 1000, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), failed: s.failed });
+        rows.push({
+          services,
+          mode,
+          connPerSec: (s.ok / s.ms) * 1000,
+          p50: percentile(lat, 0.5),
+          p99: percentile(lat, 0.99),
+          failed: s.failed,
+          rateVsDirect: vsDirect(s, 'rate'),
+          p50VsDirect: vsDirect(s, 'p50'),
+          p99VsDirect: vsDirect(s, 'p99'),
+        });
       }
     }
   } finally {
@@ -210,18 +239,18 @@ async function main(): Promise<void> {
     cgroup.destroy();
   }
 
-  const f1 = (x: number): string => x.toFixed(1);
+  const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
   const f3 = (x: number): string => x.toFixed(3);
-  console.log(`\nsocket LB: TCP connect + one request + close, pod → ClusterIP (2 backends) vs pod → backend`);
-  console.log(`${args.rounds} rounds × ${args.count} connections per column, ${args.parallel} client processes (bench/socket-lb-load.c)\n`);
-  console.log('| Services | path | conn/s | vs direct | p50 ms | p99 ms | p99 vs direct | failed |');
-  console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
+  console.log(`\nsocket LB: TCP connect + one request + close, pod → ClusterIP (${args.backends} backends) vs pod → backend`);
+  console.log(`${args.rounds} rounds × ${args.count} connections per path, ${args.parallel} client processes (bench/socket-lb-load.c);`);
+  console.log('"vs direct": median over rounds of the ratio to direct-in-the-cgroup measured in the same round\n');
+  console.log('| Services | path | conn/s | vs direct | p50 ms | vs direct | p99 ms | vs direct | failed |');
+  console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    const d = rows.find((x) => x.services === r.services && x.mode === 'direct');
-    const rate = d ? `${f1((r.connPerSec / d.connPerSec) * 100)}%` : '';
-    const p99 = d ? `${f1((r.p99 / d.p99 - 1) * 100)}%` : '';
     const path = r.mode === 'vip' ? 'ClusterIP (socket LB)' : r.mode === 'direct' ? 'direct, in the cgroup' : 'direct, outside the cgroup';
-    console.log(`| ${r.services} | ${path} | ${Math.round(r.connPerSec)} | ${rate} | ${f3(r.p50)} | ${f3(r.p99)} | ${p99} | ${r.failed} |`);
+    console.log(
+      `| ${r.services} | ${path} | ${Math.round(r.connPerSec)} | ${pct(r.rateVsDirect)} | ${f3(r.p50)} | ${pct(r.p50VsDirect)} | ${f3(r.p99)} | ${pct(r.p99VsDirect)} | ${r.failed} |`,
+    );
   }
   console.log(`\n${JSON.stringify({ bench: 'socket-lb', args, rows })}`);
 }

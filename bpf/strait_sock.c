@@ -7,7 +7,8 @@
  * there.
  *
  * Loaded by src/bpf/socket-lb.ts next to strait_tc.o, adopting the same
- * pinned maps (maps.h defines them all for every object).
+ * pinned maps (maps.h defines them all for every object), plus sock_peer
+ * (lib/sock.h), shared with strait_sock_destroy.o.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -20,49 +21,49 @@
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx)
 {
-	return sock4_fwd(ctx);
+	return sock4_fwd(ctx, 1);
 }
 
 SEC("cgroup/connect6")
 int sock_connect6(struct bpf_sock_addr *ctx)
 {
-	return sock6_fwd(ctx);
+	return sock6_fwd(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock4_fwd(ctx);
+	return sock4_fwd(ctx, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int sock_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return sock6_fwd(ctx);
+	return sock6_fwd(ctx, 0);
 }
 
 SEC("cgroup/recvmsg4")
 int sock_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock4_rev(ctx);
+	return sock4_rev(ctx, 1);
 }
 
 SEC("cgroup/recvmsg6")
 int sock_recvmsg6(struct bpf_sock_addr *ctx)
 {
-	return sock6_rev(ctx);
+	return sock6_rev(ctx, 1);
 }
 
 SEC("cgroup/getpeername4")
 int sock_peername4(struct bpf_sock_addr *ctx)
 {
-	return sock4_rev(ctx);
+	return sock4_rev(ctx, 0);
 }
 
 SEC("cgroup/getpeername6")
 int sock_peername6(struct bpf_sock_addr *ctx)
 {
-	return sock6_rev(ctx);
+	return sock6_rev(ctx, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

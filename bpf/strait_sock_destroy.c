@@ -2,7 +2,8 @@
 /*
  * strait_sock_destroy.c — an iter/udp program that destroys connected UDP
  * sockets translated by socket LB to a backend that has gone, with the
- * bpf_sock_destroy() kfunc (6.5): the socket gets ECONNABORTED and is
+ * bpf_sock_destroy() kfunc (6.5) — found through their sock_peer storage
+ * (lib/sock.h), written at connect(): the socket gets ECONNABORTED and is
  * disconnected, so its owner (a DNS client, say) reconnects through the
  * frontend and lands on a live backend (cilium#27300).
  *
@@ -59,30 +60,40 @@ int sock_destroy_udp(struct bpf_iter__udp *ctx)
 {
 	/* udp_sock starts with its sock_common (inet_sock -> sock). */
 	struct sock_common *sk = (struct sock_common *)ctx->udp_sk;
-	union strait_addr daddr;
+	union strait_addr daddr = {};
+	struct sock_peer *st;
+	__u8 family;
 	__be16 dport;
 	__u64 cookie;
-	int gone;
 
 	if (!sk)
 		return 0;
 	dport = sk->skc_dport;
 	if (dport == 0)
 		return 0; /* not connected */
-	cookie = bpf_get_socket_cookie(sk);
+	st = bpf_sk_storage_get(&sock_peer, sk, 0, 0);
+	if (!st)
+		return 0; /* never translated at connect() */
 	if (sk->skc_family == AF_INET) {
-		gone = sock4_backend_gone(cookie, sk->skc_daddr, dport);
+		family = 4;
+		daddr.v4 = sk->skc_daddr;
 	} else if (sk->skc_family == AF_INET6) {
 		daddr.w[0] = sk->skc_v6_daddr.in6_u.u6_addr32[0];
 		daddr.w[1] = sk->skc_v6_daddr.in6_u.u6_addr32[1];
 		daddr.w[2] = sk->skc_v6_daddr.in6_u.u6_addr32[2];
 		daddr.w[3] = sk->skc_v6_daddr.in6_u.u6_addr32[3];
-		gone = ip6_is_v4mapped(&daddr) ? sock4_backend_gone(cookie, daddr.w[3], dport)
-					       : sock6_backend_gone(cookie, &daddr, dport);
+		family = 6;
+		if (ip6_is_v4mapped(&daddr)) {
+			family = 4;
+			daddr.v4 = daddr.w[3];
+		}
 	} else {
 		return 0;
 	}
-	if (gone && bpf_sock_destroy(sk) == 0)
+	if (!sock_peer_backend_gone(st, family, &daddr, dport))
+		return 0;
+	cookie = bpf_get_socket_cookie(sk);
+	if (bpf_sock_destroy(sk) == 0)
 		bpf_seq_write(ctx->meta->seq, &cookie, sizeof(cookie));
 	return 0;
 }

@@ -151,13 +151,13 @@ _Static_assert(sizeof(struct lb6_revnat) == 20, "lb6_revnat size");
 
 /* ---- sock_revnat{4,6}: socket LB reverse translation (LRU) ----
  *
- * Socket LB (lib/sock.h) rewrites a socket's destination from a frontend to a
- * backend at connect()/sendmsg(); this entry, keyed by the socket and the
- * backend it was sent to, lets recvmsg() and getpeername() show the frontend
- * again, and lets the agent's socket iterator find connected UDP sockets
- * whose backend has gone. The socket cookie is unique for the kernel's
- * lifetime, across network namespaces. An IPv4-mapped peer of an IPv6
- * socket (::ffff:a.b.c.d) is kept in the IPv4 map.
+ * Socket LB (lib/sock.h) rewrites an unconnected UDP socket's destination
+ * from a frontend to a backend per datagram (sendmsg); this entry, keyed by
+ * the socket and the backend it sent to, lets recvmsg() show the frontend as
+ * the reply's source again. (Connected sockets keep theirs in sock_peer.)
+ * The socket cookie is unique for the kernel's lifetime, across network
+ * namespaces. An IPv4-mapped peer of an IPv6 socket (::ffff:a.b.c.d) is kept
+ * in the IPv4 map.
  */
 struct sock4_revnat_key {
 	__u64 cookie; /* bpf_get_socket_cookie() */
@@ -173,7 +173,7 @@ struct sock4_revnat_entry {
 	__u8 proto;          /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 pad;
 	__u32 rev_nat_id;    /* revnat4 entry that must still say addr:port */
-	__u32 backend_id;    /* backends4 entry that must still say key addr:port */
+	__u32 backend_id;    /* the backends4 entry chosen (for bpftool and the CLI) */
 };
 _Static_assert(sizeof(struct sock4_revnat_entry) == 16, "sock4_revnat_entry size");
 
@@ -194,6 +194,32 @@ struct sock6_revnat_entry {
 	__u32 backend_id;
 };
 _Static_assert(sizeof(struct sock6_revnat_entry) == 28, "sock6_revnat_entry size");
+
+/* ---- sock_peer: the translation of a connected socket (sk storage) ----
+ *
+ * What connect() chose for a TCP or connected UDP socket, kept in the
+ * socket's own storage (BPF_MAP_TYPE_SK_STORAGE, lib/sock.h): it lives and
+ * dies with the socket and is never evicted, so getpeername(), recvmsg() and
+ * the agent's socket iterator always find it, however many sockets come and
+ * go. Unconnected UDP sockets talk to many peers: theirs are in
+ * sock_revnat{4,6}. A mapped peer of an IPv6 socket is family 4.
+ *
+ * The agent never reads it (sk storage is looked up by socket, not listed),
+ * so it has no codec in src/bpf/abi.ts, and only the socket objects define
+ * the map.
+ */
+struct sock_peer {
+	__u8 backend[16];     /* the address the socket is connected to (IPv4: first 4 bytes) */
+	__u8 frontend[16];    /* the frontend it asked for */
+	__be16 backend_port;
+	__be16 frontend_port;
+	__u8 family;          /* 4 or 6: which backends/revnat map the ids are in */
+	__u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad[2];
+	__u32 rev_nat_id;     /* revnat{4,6} entry that must still say frontend */
+	__u32 backend_id;     /* backends{4,6} entry that must still say backend */
+};
+_Static_assert(sizeof(struct sock_peer) == 48, "sock_peer size");
 
 /* ---- ct{4,6}: connection tracking (LRU) ----
  *

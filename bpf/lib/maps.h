@@ -28,7 +28,7 @@
 #define DEFAULT_AFFINITY_MAX  65536
 #define DEFAULT_SRANGE_MAX    16384
 #define DEFAULT_MAGLEV_MAX    100000
-#define DEFAULT_SOCK_REVNAT_MAX 262144 /* sockets x backends they talk to, like Cilium's */
+#define DEFAULT_SOCK_REVNAT_MAX 262144 /* unconnected UDP sockets x backends, like Cilium's */
 
 /* Large lookup tables are allocated on demand (BPF_F_NO_PREALLOC): one
  * agent per lab node must not reserve gigabytes for empty tables. */
@@ -126,8 +126,10 @@ struct {
 	__uint(max_entries, DEFAULT_CT_MAX);
 } ct6 SEC(".maps");
 
-/* Socket LB reverse translation (lib/sock.h). LRU: an entry is only needed
- * while its socket lives, and nothing tells the map when a socket closes. */
+/* Socket LB reverse translation of unconnected UDP (lib/sock.h). LRU: an
+ * entry is only needed while its socket lives, and nothing tells the map
+ * when a socket closes; sendmsg() rewrites a missing one at the next
+ * datagram. (Connected sockets: sock_peer, sk storage, in lib/sock.h.) */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct sock4_revnat_key);

@@ -422,12 +422,15 @@ export class Agent {
     for (const step of plan.steps) {
       if (step.op === 'delete' && (step.map === 'backends4' || step.map === 'backends6')) for (const k of step.keys) deleted.add(k);
     }
+    // Sockets keep their translation in their own storage, which cannot be
+    // listed: any deleted backend means a walk (rare: UDP endpoints that left,
+    // quarantined TCP backends collected).
+    if (deleted.size === 0) return 0;
     try {
-      if (!socketLb.hasUdpSocketsTo(deleted)) return 0;
       const r = socketLb.destroyStaleUdpSockets(cgroupNetnsPaths(cgroup));
       // a process that exited meanwhile takes its namespace along: nothing to do there
       for (const e of r.errors) this.#log.debug('socket destroy: namespace skipped', { netns: e.netns, error: e.error });
-      return r.cookies.length;
+      return r.destroyed;
     } catch (e: unknown) {
       this.#log.warn('socket destroy failed', { error: e instanceof Error ? e.message : String(e) });
       return 0;

@@ -5,6 +5,8 @@
 // connected UDP sockets whose backend has gone.
 //
 // Pins (under the Dataplane's bpf root):
+//   ${bpfRoot}/sock_peer              the socket programs' sk storage (connected
+//                                     sockets' translations), next to the maps
 //   ${bpfRoot}/links/cgroup-${hook}   one cgroup link per hook (connect4,
 //                                     connect6, sendmsg4, …): attached while
 //                                     pinned; a later attach swaps programs
@@ -16,9 +18,9 @@
 // Tests use a subtree they create, never the machine's root.
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { IPPROTO_UDP, lbSettings } from './abi.js';
+import { lbSettings } from './abi.js';
 import { DATAPLANE_MAP_NAMES, LINKS_DIR, type Dataplane } from './dataplane.js';
-import { BpfError, ENOENT, describeErrno } from './errors.js';
+import { BpfError, ENOENT, IncompatiblePinError, describeErrno } from './errors.js';
 import { loadNative, packageRoot, type Native, type NativeCgroupAttachment } from './native.js';
 import { loadObject, type LoadedObject } from './object.js';
 
@@ -37,6 +39,8 @@ export type SocketLbHook = (typeof SOCKET_LB_HOOKS)[number]['hook'];
 
 const LINK_PREFIX = 'cgroup-';
 const DESTROY_PROGRAM = 'sock_destroy_udp';
+/** The socket objects' own map (bpf/lib/sock.h), pinned next to the datapath's. */
+const SOCK_PEER_MAP = 'sock_peer';
 
 export interface CgroupAttachment {
   hook: SocketLbHook;
@@ -51,7 +55,9 @@ export interface CgroupAttachment {
 }
 
 export interface SocketDestroyResult {
-  /** Sockets destroyed (their cookies). */
+  /** Sockets destroyed. */
+  destroyed: number;
+  /** Their cookies (the first 8,192 per namespace). */
   cookies: bigint[];
   /** Network namespaces walked. */
   namespaces: number;
@@ -166,8 +172,10 @@ export class SocketLb {
 
   /**
    * Loads the socket programs, adopting the maps the Dataplane pinned (same
-   * sizes, same settings: the hash seed included). An incompatible pin fails
-   * the load rather than splitting the maps between the two objects.
+   * sizes, same settings: the hash seed included). An incompatible pin of a
+   * shared map fails the load rather than splitting the maps between the
+   * two objects; one of sock_peer, the socket objects' own map (a layout
+   * change between versions), is replaced.
    */
   static open(opts: SocketLbOptions): SocketLb {
     const native = opts.native ?? loadNative();
@@ -182,7 +190,17 @@ export class SocketLb {
       onIncompatiblePin: 'fail' as const,
       native,
     };
-    const object = loadObject({ ...common, file: opts.objectPath ?? join(build, 'strait_sock.o') });
+    const file = opts.objectPath ?? join(build, 'strait_sock.o');
+    let object: LoadedObject;
+    try {
+      object = loadObject({ ...common, file });
+    } catch (e: unknown) {
+      if (!(e instanceof IncompatiblePinError && e.mapName === SOCK_PEER_MAP)) throw e;
+      // Sockets translated under the old layout lose their reverse
+      // translation; everything else carries on.
+      unlinkIfExists(e.path);
+      object = loadObject({ ...common, file });
+    }
     let destroyObject: LoadedObject | undefined;
     let unavailable: string | undefined;
     const destroyPath = opts.destroyObjectPath === undefined ? join(build, 'strait_sock_destroy.o') : opts.destroyObjectPath;
@@ -256,19 +274,6 @@ export class SocketLb {
   }
 
   /**
-   * Whether any connected UDP socket was translated to one of these (now
-   * deleted) backends: a look at the reverse maps, so the namespaces are
-   * walked only when there can be something to destroy.
-   */
-  hasUdpSocketsTo(backendIds: ReadonlySet<number>): boolean {
-    if (backendIds.size === 0) return false;
-    const { sockRevnat4, sockRevnat6 } = this.dataplane.maps;
-    for (const [, e] of sockRevnat4.entries()) if (e.proto === IPPROTO_UDP && backendIds.has(e.backendId)) return true;
-    for (const [, e] of sockRevnat6.entries()) if (e.proto === IPPROTO_UDP && backendIds.has(e.backendId)) return true;
-    return false;
-  }
-
-  /**
    * Destroys, in each network namespace given (null: the agent's own),
    * every connected UDP socket socket LB translated to a backend that is no
    * longer in backends{4,6} (or whose id now names another address): its
@@ -276,7 +281,7 @@ export class SocketLb {
    * through the frontend lands on a live backend.
    */
   destroyStaleUdpSockets(netns: readonly (string | null)[]): SocketDestroyResult {
-    const result: SocketDestroyResult = { cookies: [], namespaces: 0, errors: [] };
+    const result: SocketDestroyResult = { destroyed: 0, cookies: [], namespaces: 0, errors: [] };
     if (!this.destroyObject) return result;
     const fd = this.destroyObject.programs.get(DESTROY_PROGRAM);
     if (fd === undefined) throw new BpfError(`program ${DESTROY_PROGRAM}`, ENOENT);
@@ -288,6 +293,7 @@ export class SocketLb {
         continue;
       }
       result.namespaces++;
+      result.destroyed += Math.floor(n / 8); // one __u64 cookie per socket
       for (let off = 0; off + 8 <= Math.min(n, buf.length); off += 8) result.cookies.push(buf.readBigUInt64LE(off));
     }
     return result;

@@ -14,10 +14,13 @@
 // namespace — the node's own processes in this lab — running a client in the
 // test cgroup (the machine's root namespace has no route into the lab, and this
 // file adds none).
-import { rmSync } from 'node:fs';
+import { rmSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BE_STATE_QUARANTINED, IPPROTO_UDP, LB_F_REJECT_NO_ENDPOINTS, LB_F_TWO_SCOPES, LB_SCOPE_INTERNAL } from '../../src/bpf/abi.js';
+import { BE_STATE_QUARANTINED, LB_F_REJECT_NO_ENDPOINTS, LB_F_TWO_SCOPES, LB_SCOPE_INTERNAL } from '../../src/bpf/abi.js';
 import { Dataplane } from '../../src/bpf/dataplane.js';
+import { MapType, mapInfo } from '../../src/bpf/map.js';
+import { loadNative } from '../../src/bpf/native.js';
 import { SocketLb, cgroupNetnsPaths } from '../../src/bpf/socket-lb.js';
 import { TestCgroup } from '../lib/cgroup.js';
 import { hostPort, topology, type EchoMode, type EchoSummary, type Proc, type Topology } from '../lib/netns.js';
@@ -69,6 +72,33 @@ describe('socket LB (cgroup connect/sendmsg/recvmsg/getpeername) with real socke
 
   const inCgroup = (ns: string, mode: EchoMode, to: string, spec: Parameters<Topology['lab']['echoClient']>[3] = {}): Promise<EchoSummary> =>
     topo.lab.echoClient(ns, mode, to, { timeoutMs: 3000, ...spec, cgroup: cgroup.reachablePath });
+
+  /** Connected UDP sockets in a namespace, from `ss -u -e state established`: cookie and peer. */
+  async function connectedUdp(ns: string): Promise<{ cookie: bigint; peer: string; peerPort: number }[]> {
+    const r = await topo.lab.exec(ns, 'ss', ['-u', '-n', '-e', '-H', 'state', 'established'], { check: true });
+    const out = [];
+    for (const line of r.stdout.split('\n')) {
+      // Recv-Q Send-Q Local Peer … sk:<cookie hex> …
+      const f = line.trim().split(/\s+/);
+      const peer = f[3];
+      const sk = f.find((x) => x.startsWith('sk:'));
+      if (peer === undefined || sk === undefined) continue;
+      const m = /^\[?(.*?)\]?:(\d+)$/.exec(peer);
+      if (!m) continue;
+      out.push({ cookie: BigInt(`0x${sk.slice(3)}`), peer: (m[1] as string).replace(/^::ffff:/, ''), peerPort: Number(m[2]) });
+    }
+    return out;
+  }
+
+  /** Waits for the n-th connected UDP socket in ns to appear and returns it (the newest by cookie). */
+  async function waitForConnectedUdp(ns: string, n: number): Promise<{ cookie: bigint; peer: string; peerPort: number }> {
+    for (let i = 0; i < 100; i++) {
+      const socks = await connectedUdp(ns);
+      if (socks.length >= n) return socks.sort((a, b) => (a.cookie < b.cookie ? -1 : 1))[n - 1]!;
+      await sleep(50);
+    }
+    throw new Error(`no ${n} connected UDP sockets in ${ns}`);
+  }
 
   const pod = (): { ns: string; addr: (family: Family) => string } => {
     const b = topo.backends[0]!;
@@ -234,34 +264,25 @@ describe('socket LB (cgroup connect/sendmsg/recvmsg/getpeername) with real socke
       // A second Service on the same pods, own backend ids: its socket must live on.
       const other = service(family, 9, 'udp');
       const client = inCgroup(pod().ns, 'udp-connected', to, { count: 40, reuse: true, intervalMs: 100, reconnect: true });
+      // the client's socket, as the kernel shows it: connected to the backend it got
+      const mine = await waitForConnectedUdp(pod().ns, 1);
       const bystander = inCgroup(pod().ns, 'udp-connected', other.to, { count: 40, reuse: true, intervalMs: 100, reconnect: true });
-
-      // the client's socket in the reverse map: its cookie and backend
-      const revnat = v6 ? dp.maps.sockRevnat6 : dp.maps.sockRevnat4;
-      let found: { cookie: bigint; backendId: number } | undefined;
-      for (let i = 0; i < 100 && found === undefined; i++) {
-        for (const [k, e] of revnat.entries()) {
-          const mine = svc.backends.some((b) => b.id === e.backendId); // not a socket of an earlier case
-          if (mine && e.addr === svc.vip && e.port === 53 && e.proto === IPPROTO_UDP) found = { cookie: k.cookie, backendId: e.backendId };
-        }
-        if (found === undefined) await sleep(50);
-      }
-      expect(found, 'no reverse entry for the client socket').toBeDefined();
+      await waitForConnectedUdp(pod().ns, 2);
       await sleep(500);
 
       // its backend leaves: out of the slots and deleted (what the agent does for UDP)
-      const gone = svc.backends.find((b) => b.id === found!.backendId)!;
+      const gone = svc.backends.find((b) => b.addr === mine.peer && b.port === mine.peerPort);
+      expect(gone, `socket peer ${mine.peer}:${mine.peerPort} is no backend of ${svc.vip}`).toBeDefined();
       setBackends(dp, svc, svc.backends.filter((b) => b !== gone));
-      (v6 ? dp.maps.backends6 : dp.maps.backends4).delete(gone.id);
-      expect(sock.hasUdpSocketsTo(new Set([gone.id]))).toBe(true);
+      (v6 ? dp.maps.backends6 : dp.maps.backends4).delete(gone!.id);
       const result = sock.destroyStaleUdpSockets(cgroupNetnsPaths(cgroup.path));
       expect(result.errors).toEqual([]);
-      expect(result.cookies).toEqual([found!.cookie]); // that socket, and no other
+      expect(result.cookies).toEqual([mine.cookie]); // that socket, and no other
 
       const res = await client;
       expect(res.errors).toEqual([]); // no timeout: no request went into the void
       expect(res.reconnects).toBe(1);
-      const goneName = `pod${topo.backends.findIndex((b) => b.addr4 === gone.addr || b.addr6 === gone.addr) + 1}`;
+      const goneName = `pod${topo.backends.findIndex((b) => b.addr4 === gone!.addr || b.addr6 === gone!.addr) + 1}`;
       const pods = res.replies.map((r) => r.pod);
       const firstElsewhere = pods.findIndex((p) => p !== goneName);
       expect(firstElsewhere).toBeGreaterThan(0); // it started on the removed backend …
@@ -307,6 +328,26 @@ describe('socket LB (cgroup connect/sendmsg/recvmsg/getpeername) with real socke
     expect(c.errors).toEqual([]);
     for (const r of c.replies) expect(r.from).toBe(shown(tcp.svc));
     expect(metric(dp, 'service_dnat', 'ingress') - dnat0).toBeGreaterThanOrEqual(10n);
+  });
+
+  it('an agent of another version: a sock_peer pin of another layout is replaced, the shared maps are adopted', () => {
+    const native = loadNative();
+    const pin = join(BPF_ROOT, 'sock_peer');
+    unlinkSync(pin);
+    const fd = native.strait_map_create_btf(null, MapType.hash, 'sock_peer', '', '', 4, 8, 16, 0);
+    expect(fd).toBeGreaterThanOrEqual(0);
+    expect(native.bpf_obj_pin(fd, pin)).toBe(0);
+    native.close(fd);
+    const again = SocketLb.open({ dataplane: dp });
+    try {
+      const pinned = native.bpf_obj_get(pin);
+      expect(mapInfo(pinned, native).type).toBe(MapType.skStorage);
+      native.close(pinned);
+      expect(again.attach(cgroup.path).every((a) => a.updated)).toBe(true);
+    } finally {
+      sock.close();
+      sock = again;
+    }
   });
 
   it('counts translations and reverse translations', () => {
