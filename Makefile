@@ -14,6 +14,11 @@ BPF_SRCS  := $(wildcard bpf/*.c)
 BPF_OBJS  := $(patsubst bpf/%.c,$(BPF_OUT)/%.o,$(BPF_SRCS))
 BPF_HDRS  := $(wildcard bpf/lib/*.h)
 NODE_BIN  := node_modules/.bin
+# Every recipe runs Node 24 (the devDependency), not the system Node 20: vitest's
+# `#!/usr/bin/env node` and the test processes it starts resolve `node` from PATH,
+# and @kubernetes/client-node's undici crashes on import under Node 20.
+SYSTEM_PATH := $(PATH)
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 ethtool tcpdump libelf-dev \
                 zlib1g-dev pkg-config gcc make
@@ -32,7 +37,7 @@ $(DEPS_STAMP): package.json package-lock.json
 	  echo "deps: installing system packages: $(APT_PACKAGES)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	fi
-	npm ci --no-audit --no-fund
+	PATH="$(SYSTEM_PATH)" npm ci --no-audit --no-fund
 	@touch $@
 
 build: deps bpf native ts

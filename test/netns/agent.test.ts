@@ -407,7 +407,7 @@ describe('strait agent --manifests: real traffic through a dual-stack ClusterIP'
     expect(before['backends4']!.length).toBeGreaterThanOrEqual(6);
 
     // an established TCP connection (one line every 100 ms) and a UDP exchange on one socket, both families
-    const N = 100; // 10 s: the kill, the pause and the restart all happen while the flows run
+    const N = 250; // 25 s: the kill, the pause and the restart all happen while the flows run, even on a loaded machine
     let flowsDone = false;
     const flows = Promise.all([
       client('tcp', vip4(), 80, { count: N, reuse: true, intervalMs: 100, timeoutMs: 3000 }),
