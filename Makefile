@@ -20,7 +20,7 @@ NODE_BIN  := node_modules/.bin
 SYSTEM_PATH := $(PATH)
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 ethtool tcpdump libelf-dev \
+APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 ethtool tcpdump nftables libelf-dev \
                 zlib1g-dev pkg-config gcc make
 DEPS_STAMP := node_modules/.strait-deps
 

@@ -292,7 +292,7 @@ async function runStrait(args: Args, flips: readonly Flip[]): Promise<StraitResu
     if (log.errors.length > 0) throw new Error(`agent reported: ${log.errors.slice(0, 5).join('; ')}`);
     return { openMs, coldMs, firstSyncMs, flipMs, flipSyncMs, maxRssMb: process.resourceUsage().maxRSS / 1024 };
   } finally {
-    await agent.stop();
+    await agent.stop().catch((e: unknown) => console.error('agent stop:', e));
     Dataplane.destroy(bpfRoot);
     rmSync(bpfRoot, { recursive: true, force: true });
     rmSync(stateDir, { recursive: true, force: true });
