@@ -4,7 +4,7 @@
 // floor) measured the same way in the same run.
 //
 //   make bench                      # all sizes, defaults below
-//   node dist/bench/dataplane.js --services 1,1000,100000 --repeat 1000000 --first 20000
+//   node dist/bench/dataplane.js --services 1,1000,100000 --repeat 1000000 --rounds 7 --first 20000
 //
 // "established" runs one packet `repeat` times in the kernel (the kernel's mean);
 // "first packet" needs a new flow every run, so it makes `first` calls of one run
@@ -24,10 +24,11 @@ interface Args {
   repeat: number;
   first: number;
   backendsPerService: number;
+  rounds: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { services: [1, 1000, 100000], repeat: 1_000_000, first: 20_000, backendsPerService: 2 };
+  const args: Args = { services: [1, 1000, 100000], repeat: 1_000_000, first: 20_000, backendsPerService: 2, rounds: 7 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = argv[i + 1] ?? '';
@@ -35,8 +36,9 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--repeat') args.repeat = Number(value);
     else if (flag === '--first') args.first = Number(value);
     else if (flag === '--backends') args.backendsPerService = Number(value);
+    else if (flag === '--rounds') args.rounds = Number(value);
     else if (flag === '--help') {
-      console.log('usage: dataplane.js [--services 1,1000,100000] [--repeat N] [--first N] [--backends N]');
+      console.log('usage: dataplane.js [--services 1,1000,100000] [--repeat N] [--rounds N] [--first N] [--backends N]');
       process.exit(0);
     } else continue;
     i++;
@@ -80,6 +82,11 @@ function packet(i: number, sport: number, flags: { syn?: boolean; ack?: boolean 
   return ipv4Tcp({ src: CLIENT, dst: vip(i), sport, dport: vipPort(i), flags, seq: 1, ack: flags.ack ? 1 : 0, payload: '' });
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
 function meanSingleRuns(fd: number, count: number, make: (n: number) => Buffer, ctx: Buffer): number {
   let total = 0;
   for (let n = 0; n < count; n++) total += progTestRun(fd, { data: make(n), ctx, repeat: 1 }).durationNs;
@@ -111,8 +118,15 @@ function measure(args: Args, services: number, floorFd: number): Row {
     const first = progTestRun(prog, { data: syn, ctx });
     if (first.retval !== 0) throw new Error(`SYN to service ${target} returned ${first.retval}, expected TC_ACT_OK`);
     const ack = packet(target, 40000, { ack: true });
-    const established = progTestRun(prog, { data: ack, ctx, repeat: args.repeat }).durationNs;
-    const floorRepeat = progTestRun(floorFd, { data: ack, ctx, repeat: args.repeat }).durationNs;
+    // Rounds alternate program and floor so frequency changes and neighbours hit both alike.
+    const est: number[] = [];
+    const flo: number[] = [];
+    for (let r = 0; r < args.rounds; r++) {
+      est.push(progTestRun(prog, { data: ack, ctx, repeat: args.repeat }).durationNs);
+      flo.push(progTestRun(floorFd, { data: ack, ctx, repeat: args.repeat }).durationNs);
+    }
+    const established = median(est);
+    const floorRepeat = median(flo);
     // First packets: a new source port (and so a new flow) per run.
     const firstPacket = meanSingleRuns(prog, args.first, (n) => packet(target, 1024 + (n % 60000), { syn: true }), ctx);
     const floorSingle = meanSingleRuns(floorFd, args.first, (n) => packet(target, 1024 + (n % 60000), { syn: true }), ctx);
@@ -140,7 +154,7 @@ function main(): void {
   const base = rows[0];
   const f = (x: number): string => x.toFixed(1);
   console.log(`\nstrait tc ingress, BPF_PROG_TEST_RUN, IPv4 TCP, ${args.backendsPerService} backends/Service`);
-  console.log(`established: repeat ${args.repeat}; first packet: ${args.first} single runs\n`);
+  console.log(`established: median of ${args.rounds} rounds of repeat ${args.repeat}; first packet: ${args.first} single runs\n`);
   console.log('| Services | empty tc (repeat) | established ns/pkt | vs 1 Service | empty tc (single) | first packet ns/pkt | vs 1 Service |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
