@@ -56,6 +56,7 @@ describe('netns harness', () => {
     expect(isLabAddress('198.20.0.1')).toBe(false);
     expect(isLabAddress('2001:2:0:ff::1')).toBe(true);
     expect(isLabAddress('2001:3::1')).toBe(false);
+    // 10.0.0.1 is data only: the harness must refuse it before any command runs (no packet, no address).
     await expect(topo.lab.addr(topo.nsClient, 'c0', '10.0.0.1/24')).rejects.toThrow(/outside/);
     await expect(topo.lab.route(topo.nsClient, 'default', { via: '198.18.0.1' })).rejects.toThrow(/refusing/);
     await expect(topo.lab.route(topo.nsClient, '0.0.0.0/0', { via: '198.18.0.1' })).rejects.toThrow(/outside/);
