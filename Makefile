@@ -61,8 +61,12 @@ bpffs:
 
 # The e2e tests run real etcd/kube-apiserver/kube-controller-manager built from
 # the official Go modules (cached outside the repo; the first build takes a while).
+# The e2e files each run a control plane (etcd, kube-apiserver, often
+# kube-controller-manager) plus agents: on two cores they run one at a time,
+# after everything else.
 test: build bpffs k8s-bins
-	$(NODE_BIN)/vitest run
+	$(NODE_BIN)/vitest run --exclude 'test/e2e/**'
+	$(NODE_BIN)/vitest run test/e2e --no-file-parallelism
 
 # The lab (strait lab --help): real etcd/kube-apiserver/kube-controller-manager, 2 namespace
 # nodes with one agent each, 4 backend pods, Services and traffic. Leaves the lab up.

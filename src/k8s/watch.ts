@@ -462,6 +462,16 @@ class Watcher implements ClusterWatch {
     if (this.stopped || rw.connected) return;
     rw.connected = true;
     rw.attempt = 0;
+    // The API answers again: informers still waiting out a backoff delay retry now, so the
+    // agent catches up with the first reconnect instead of the last (up to maxMs later).
+    for (const other of this.resources) {
+      if (other === rw || other.retryTimer === undefined) continue;
+      clearTimeout(other.retryTimer);
+      other.retryTimer = undefined;
+      other.attempt = 0;
+      other.restarts++;
+      this.#startInformer(other);
+    }
     this.#updateConnected(rw);
   }
 
