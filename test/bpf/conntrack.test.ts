@@ -42,20 +42,15 @@ import {
   type Family,
   type FlowFrame,
   type L4Proto,
+  FAMILIES,
+  CASES,
+  VIP_PORT,
+  TARGET_PORT,
 } from '../lib/bpf-harness.js';
 import { parseFrame, rewrite, type TcpFlags } from '../lib/packet.js';
 import { addService, setBackends, writeBackend, type BackendSpec, type ServiceSpec } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-conntrack';
-const FAMILIES: Family[] = [4, 6];
-const CASES: [Family, L4Proto][] = [
-  [4, 'tcp'],
-  [4, 'udp'],
-  [6, 'tcp'],
-  [6, 'udp'],
-];
-const VIP_PORT: Record<L4Proto, number> = { tcp: 80, udp: 53 };
-const TARGET_PORT: Record<L4Proto, number> = { tcp: 8080, udp: 5353 };
 const ALIVE = 2n ** 64n - 1n; // a deadline that never passes
 const SYN: Partial<TcpFlags> = { syn: true };
 const ACK: Partial<TcpFlags> = { ack: true };

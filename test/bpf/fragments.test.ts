@@ -22,6 +22,7 @@ import {
   flowFrame,
   planOf,
   type Family,
+  FAMILIES,
 } from '../lib/bpf-harness.js';
 import {
   ipv4UdpFragments,
@@ -34,7 +35,6 @@ import {
 import { addService } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-fragments';
-const FAMILIES: Family[] = [4, 6];
 const PAYLOAD = Buffer.from(Array.from({ length: 4000 }, (_, i) => (i * 7 + 3) & 0xff));
 const FRAG_SIZE = 1448; // a multiple of 8: three fragments of a 4008-byte UDP datagram
 

@@ -28,6 +28,10 @@ import {
   planOf,
   type Family,
   type L4Proto,
+  FAMILIES,
+  CASES,
+  VIP_PORT,
+  TARGET_PORT,
 } from '../lib/bpf-harness.js';
 import {
   ICMP4,
@@ -51,15 +55,6 @@ import {
 import { addService, type ServiceSpec } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-icmp-errors';
-const FAMILIES: Family[] = [4, 6];
-const CASES: [Family, L4Proto][] = [
-  [4, 'tcp'],
-  [4, 'udp'],
-  [6, 'tcp'],
-  [6, 'udp'],
-];
-const VIP_PORT: Record<L4Proto, number> = { tcp: 80, udp: 53 };
-const TARGET_PORT: Record<L4Proto, number> = { tcp: 8080, udp: 5353 };
 const BIG = Buffer.alloc(1400, 0x42);
 
 let h: BpfHarness | undefined;

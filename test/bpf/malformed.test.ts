@@ -24,6 +24,9 @@ import {
   planOf,
   type Family,
   type L4Proto,
+  FAMILIES,
+  VIP_PORT,
+  TARGET_PORT,
 } from '../lib/bpf-harness.js';
 import {
   IPPROTO,
@@ -43,9 +46,6 @@ import { addService, type ServiceSpec } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-malformed';
 const ROOT_TINY = '/sys/fs/bpf/strait-test-malformed-tiny';
-const FAMILIES: Family[] = [4, 6];
-const VIP_PORT: Record<L4Proto, number> = { tcp: 80, udp: 53 };
-const TARGET_PORT: Record<L4Proto, number> = { tcp: 8080, udp: 5353 };
 const CPORT = 54000;
 const ETH = 14;
 

@@ -32,6 +32,7 @@ import {
   type Family,
   type FlowFrame,
   type RunResult,
+  FAMILIES,
 } from '../lib/bpf-harness.js';
 import {
   ICMP4,
@@ -52,7 +53,6 @@ import { addService } from '../lib/services.js';
 import type { TcDirection } from '../../src/bpf/dataplane.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-metrics';
-const FAMILIES: Family[] = [4, 6];
 
 let h: BpfHarness | undefined;
 const harness = (): BpfHarness => h!;

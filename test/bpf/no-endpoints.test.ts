@@ -22,6 +22,8 @@ import {
   type Family,
   type FlowFrame,
   type L4Proto,
+  FAMILIES,
+  CASES,
 } from '../lib/bpf-harness.js';
 import {
   ICMP4,
@@ -38,13 +40,6 @@ import { addService } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-no-endpoints';
 const ROOT_LIMITED = '/sys/fs/bpf/strait-test-no-endpoints-limited';
-const FAMILIES: Family[] = [4, 6];
-const CASES: [Family, L4Proto][] = [
-  [4, 'tcp'],
-  [4, 'udp'],
-  [6, 'tcp'],
-  [6, 'udp'],
-];
 const PORT: Record<L4Proto, number> = { tcp: 80, udp: 53 };
 const IPV4_QUOTE_PAYLOAD = 64; // bytes after the quoted IPv4 header (icmp.h)
 const IPV6_REPLY_MAX = 1280; // RFC 4443 2.4(c)

@@ -34,20 +34,15 @@ import {
   type Family,
   type FlowFrame,
   type L4Proto,
+  FAMILIES,
+  CASES,
+  VIP_PORT,
+  TARGET_PORT,
 } from '../lib/bpf-harness.js';
 import { ipv4Icmp, ipv6Icmp, ICMP4, ICMP6, parseFrame, rewrite, type TcpFlags } from '../lib/packet.js';
 import { addService, type ServiceSpec } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-revnat';
-const FAMILIES: Family[] = [4, 6];
-const CASES: [Family, L4Proto][] = [
-  [4, 'tcp'],
-  [4, 'udp'],
-  [6, 'tcp'],
-  [6, 'udp'],
-];
-const VIP_PORT: Record<L4Proto, number> = { tcp: 80, udp: 53 };
-const TARGET_PORT: Record<L4Proto, number> = { tcp: 8080, udp: 5353 };
 const SYN_ACK: Partial<TcpFlags> = { syn: true, ack: true };
 
 let h: BpfHarness | undefined;

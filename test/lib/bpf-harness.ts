@@ -218,6 +218,17 @@ export function expectLifetime(expires: bigint, lifetime: bigint, before: bigint
 export type Family = 4 | 6;
 export type L4Proto = 'tcp' | 'udp';
 
+/** The plan every BPF test file shares: both families, TCP and UDP, and the ports of its Services. */
+export const FAMILIES: readonly Family[] = [4, 6];
+export const CASES: readonly (readonly [Family, L4Proto])[] = [
+  [4, 'tcp'],
+  [4, 'udp'],
+  [6, 'tcp'],
+  [6, 'udp'],
+];
+export const VIP_PORT: Readonly<Record<L4Proto, number>> = { tcp: 80, udp: 53 };
+export const TARGET_PORT: Readonly<Record<L4Proto, number>> = { tcp: 8080, udp: 5353 };
+
 export interface FlowFrame {
   src: string;
   dst: string;
