@@ -102,7 +102,7 @@ describe('strait lab', () => {
       const l = await lab.cp.api('GET', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb');
       const eps = l.items.flatMap((s: { endpoints?: { addresses: string[]; nodeName?: string }[] }) => s.endpoints ?? []);
       return eps.length === 2 || `${eps.length} endpoints`;
-    });
+    }, 60_000); // the controller's first slice waits on its informers: slow on a loaded 2-core machine
     const ms = await lab.waitFor('node1 to program the ClusterIP with both backends', async () => {
       const f = await lab.frontend('node1', clusterIP, 80);
       return f?.backends.length === 2 || `${f?.backends.length ?? 0} backends`;

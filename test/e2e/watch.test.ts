@@ -49,6 +49,17 @@ async function waitFor(what: string, cond: () => boolean | Promise<boolean>, tim
   }
 }
 
+const CONTROLLER_TIMEOUT_MS = 60_000;
+
+/** Runs a wait on kube-controller-manager's work; a failure carries the tail of its log. */
+async function withKcmLog<T>(wait: () => Promise<T>): Promise<T> {
+  try {
+    return await wait();
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n--- kube-controller-manager log tail ---\n${cp.logTail('kube-controller-manager', 40)}`);
+  }
+}
+
 interface Harness {
   store: MemoryClusterStore;
   watch: ClusterWatch;
@@ -267,8 +278,11 @@ describe('watchCluster against a real kube-apiserver', () => {
     const controllerSlice = () => [...h.store.endpointSlices.values()].find((s) =>
       s.metadata?.namespace === ns && s.metadata.labels?.['kubernetes.io/service-name'] === 'echo' &&
       s.metadata.labels?.['endpointslice.kubernetes.io/managed-by'] === 'endpointslice-controller.k8s.io');
-    const ms = await waitFor('a controller-made slice with the ready pod', () =>
-      controllerSlice()?.endpoints?.some((e) => e.addresses[0] === '198.18.100.10' && e.conditions?.ready === true) ?? false);
+    // The controller's first slice waits on its informers and work queue, which on a loaded
+    // 2-core CI machine took over 10 s once: allow a minute, and show its log when it never comes.
+    const ms = await withKcmLog(() => waitFor('a controller-made slice with the ready pod', () =>
+      controllerSlice()?.endpoints?.some((e) => e.addresses[0] === '198.18.100.10' && e.conditions?.ready === true) ?? false,
+    CONTROLLER_TIMEOUT_MS));
     console.log(`Pod ready → controller slice in the store: ${ms} ms`);
     const s = controllerSlice()!;
     expect(s.addressType).toBe('IPv4');
@@ -276,12 +290,13 @@ describe('watchCluster against a real kube-apiserver', () => {
     expect(s.endpoints?.[0]).toMatchObject({ nodeName: node, zone: 'zone-a' });
 
     await setStatus(false);
-    await waitFor('the endpoint to turn not ready', () =>
-      controllerSlice()?.endpoints?.some((e) => e.addresses[0] === '198.18.100.10' && e.conditions?.ready === false) ?? false);
+    await withKcmLog(() => waitFor('the endpoint to turn not ready', () =>
+      controllerSlice()?.endpoints?.some((e) => e.addresses[0] === '198.18.100.10' && e.conditions?.ready === false) ?? false,
+    CONTROLLER_TIMEOUT_MS));
     await cp.api('DELETE', `/api/v1/namespaces/${ns}/pods/echo-0?gracePeriodSeconds=0`);
-    await waitFor('the endpoint to go', () => (controllerSlice()?.endpoints ?? []).length === 0);
+    await withKcmLog(() => waitFor('the endpoint to go', () => (controllerSlice()?.endpoints ?? []).length === 0, CONTROLLER_TIMEOUT_MS));
     await stopWatch(h);
-  });
+  }, 3 * CONTROLLER_TIMEOUT_MS + 30_000);
 
   test(`an API server outage of ${OUTAGE_MS / 1000} s keeps every object, is reported, and the watch catches up after`, async () => {
     const ns = 'watch-outage';
