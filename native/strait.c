@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "strait.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -15,12 +16,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <linux/if_link.h> /* XDP_FLAGS_*, XDP_ATTACHED_* */
 
 /* libbpf 1.1's headers predate tcx (kernel 6.6); the kernel ABI values are stable. */
 #define STRAIT_BPF_TCX_INGRESS 46
@@ -589,4 +593,175 @@ int64_t strait_iter_run(int prog_fd, const char *netns_path, void *buf, uint32_t
 	close(iter_fd);
 	close(link_fd);
 	return total;
+}
+
+/* ---- listening sockets inside a network namespace ---- */
+
+/* A socket belongs to the namespace of the thread that creates it, for good:
+ * created here (inside netns_path), it can be handed back to the caller's
+ * namespace and served from there (Node: net.Server.listen({ fd })). */
+int strait_listen_tcp(const char *netns_path, const char *addr, uint16_t port, int32_t backlog)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	struct netns_guard g;
+	socklen_t len;
+	int family, fd, err, one = 1, zero = 0;
+
+	memset(&ss, 0, sizeof(ss));
+	if (!addr || !*addr) {
+		/* Every address: one dual-stack socket, as Node's listen() without a host. */
+		family = AF_INET6;
+		sin6->sin6_addr = in6addr_any;
+	} else if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
+		family = AF_INET;
+	} else if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
+		family = AF_INET6;
+	} else {
+		return -EINVAL;
+	}
+	if (family == AF_INET) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		len = sizeof(*sin);
+	} else {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		len = sizeof(*sin6);
+	}
+
+	err = netns_enter(netns_path, &g);
+	if (err)
+		return err;
+	fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	err = fd < 0 ? -errno : 0;
+	netns_leave(&g);
+	if (err)
+		return err;
+
+	/* As libuv: a restarted agent rebinds while old connections sit in TIME_WAIT. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		goto fail;
+	if (family == AF_INET6 && (!addr || !*addr) &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+		goto fail;
+	if (listen(fd, backlog > 0 ? backlog : 511) < 0)
+		goto fail;
+	return fd;
+fail:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+/* ---- XDP ---- */
+
+static int32_t xdp_mode_of(__u8 attach_mode)
+{
+	switch (attach_mode) {
+	case XDP_ATTACHED_DRV:
+		return STRAIT_XDP_NATIVE;
+	case XDP_ATTACHED_SKB:
+		return STRAIT_XDP_GENERIC;
+	default:
+		return 0;
+	}
+}
+
+static int xdp_link_create(int ifindex, int prog_fd, __u32 flags, const char *pin_path)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags);
+	int link_fd, err;
+
+	link_fd = bpf_link_create(prog_fd, ifindex, BPF_XDP, &opts);
+	if (link_fd < 0)
+		return link_fd;
+	err = bpf_obj_pin(link_fd, pin_path);
+	close(link_fd); /* the pin keeps it; a failed pin detaches here */
+	return err < 0 ? err : 0;
+}
+
+int strait_xdp_attach(const char *netns_path, const char *ifname, int prog_fd, int32_t mode,
+		      const char *pin_path, struct strait_xdp_attachment *out)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+	struct netns_guard g;
+	int err, ifindex, link_fd;
+
+	if (!ifname || !pin_path || !out)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	err = netns_enter(netns_path, &g);
+	if (err)
+		return err;
+	ifindex = (int)if_nametoindex(ifname);
+	if (!ifindex) {
+		err = -errno;
+		goto out;
+	}
+	out->ifindex = (uint32_t)ifindex;
+
+	link_fd = bpf_obj_get(pin_path);
+	if (link_fd >= 0) {
+		/* A pinned link from an earlier run: swap its program. */
+		err = bpf_link_update(link_fd, prog_fd, NULL);
+		close(link_fd);
+		if (err == 0) {
+			out->updated = 1;
+			if (bpf_xdp_query(ifindex, 0, &q) == 0)
+				out->mode = xdp_mode_of(q.attach_mode);
+			goto out;
+		}
+		/* Its device went away (-ENOLINK) or it is not an XDP link. */
+		if (unlink(pin_path) < 0 && errno != ENOENT) {
+			err = -errno;
+			goto out;
+		}
+	}
+	if (mode == STRAIT_XDP_AUTO || mode == STRAIT_XDP_NATIVE) {
+		err = xdp_link_create(ifindex, prog_fd, XDP_FLAGS_DRV_MODE, pin_path);
+		if (err == 0) {
+			out->mode = STRAIT_XDP_NATIVE;
+			goto out;
+		}
+		if (mode == STRAIT_XDP_NATIVE)
+			goto out;
+		out->native_errno = -err;
+	}
+	err = xdp_link_create(ifindex, prog_fd, XDP_FLAGS_SKB_MODE, pin_path);
+	if (err == 0)
+		out->mode = STRAIT_XDP_GENERIC;
+out:
+	netns_leave(&g);
+	return err;
+}
+
+int strait_xdp_query(const char *netns_path, const char *ifname, uint32_t *prog_id,
+		     int32_t *mode)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+	struct netns_guard g;
+	int err, ifindex;
+
+	if (!ifname || !prog_id || !mode)
+		return -EINVAL;
+	err = netns_enter(netns_path, &g);
+	if (err)
+		return err;
+	ifindex = (int)if_nametoindex(ifname);
+	if (!ifindex) {
+		err = -errno;
+		goto out;
+	}
+	err = bpf_xdp_query(ifindex, 0, &q);
+	if (err == 0) {
+		*prog_id = q.prog_id;
+		*mode = xdp_mode_of(q.attach_mode);
+	}
+out:
+	netns_leave(&g);
+	return err;
 }

@@ -136,4 +136,41 @@ int strait_cgroup_attach(const char *cgroup_path, int32_t attach_type, int prog_
  * copied into buf. Returns the total length of the output, or -errno. */
 int64_t strait_iter_run(int prog_fd, const char *netns_path, void *buf, uint32_t size);
 
+/* ---- a listening TCP socket inside a network namespace ----
+ * socket() inside netns_path (NULL or "": the caller's), then SO_REUSEADDR,
+ * bind to addr:port (addr "" or NULL: every address, one dual-stack IPv6
+ * socket; else an IPv4 or IPv6 literal) and listen. Returns the fd, which
+ * stays in that namespace while the caller serves it from its own (Node:
+ * net.Server.listen({ fd })), or -errno (-EINVAL: addr is no IP literal). */
+int strait_listen_tcp(const char *netns_path, const char *addr, uint16_t port, int32_t backlog);
+
+/* ---- XDP attach/detach on an interface, optionally inside a netns ----
+ * An XDP BPF link (bpf_link_create(prog, ifindex, BPF_XDP), kernel 5.9),
+ * pinned at pin_path like the tcx links: it stays attached while pinned,
+ * removing the pin detaches, and a link already pinned there gets the new
+ * program atomically (bpf_link_update) — no window without a program on an
+ * agent restart. A device holding another XDP program (netlink-attached or
+ * another link) refuses the link: -EBUSY / -EEXIST.
+ *
+ * mode STRAIT_XDP_AUTO tries native (driver) mode, then generic (skb) mode;
+ * STRAIT_XDP_NATIVE / STRAIT_XDP_GENERIC force one. The netns is entered as
+ * for tc (see strait_tc_attach). */
+#define STRAIT_XDP_AUTO    0
+#define STRAIT_XDP_NATIVE  1
+#define STRAIT_XDP_GENERIC 2
+
+struct strait_xdp_attachment {
+	int32_t mode;         /* STRAIT_XDP_NATIVE or STRAIT_XDP_GENERIC: what is attached */
+	uint32_t ifindex;     /* inside the namespace */
+	int32_t updated;      /* an existing pinned link got the new program */
+	int32_t native_errno; /* auto mode fell back to generic: why native failed */
+};
+int strait_xdp_attach(const char *netns_path, const char *ifname, int prog_fd, int32_t mode,
+		      const char *pin_path, struct strait_xdp_attachment *out);
+
+/* Which XDP program (id, 0 = none) is attached to ifname and how
+ * (STRAIT_XDP_NATIVE / _GENERIC, or 0). Returns 0 or -errno. */
+int strait_xdp_query(const char *netns_path, const char *ifname, uint32_t *prog_id,
+		     int32_t *mode);
+
 #endif /* STRAIT_NATIVE_H */

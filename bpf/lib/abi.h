@@ -149,6 +149,17 @@ struct lb6_revnat {
 };
 _Static_assert(sizeof(struct lb6_revnat) == 20, "lb6_revnat size");
 
+/* ---- dsr_revnat{4,6}: DSR receiver, per-flow reverse NAT (LRU), lib/dsr.h ----
+ *
+ * Key: the flow's CT_DIR_REPLY key on the backend's node ({B, C, bp, cp},
+ * struct ct{4,6}_key); value: the frontend the client addressed (struct
+ * lb{4,6}_revnat), which the backend's replies get as their source. Per flow,
+ * not per rev-NAT id: the entry node's ids mean nothing here, and a NodePort
+ * frontend is the entry node's own address, which this node has no entry
+ * for. Read only after the ct{4,6} REPLY entry (flag CT_F_DSR) says the flow
+ * is alive, so an entry outliving its flow is harmless.
+ */
+
 /* ---- sock_revnat{4,6}: socket LB reverse translation (LRU) ----
  *
  * Socket LB (lib/sock.h) rewrites an unconnected UDP socket's destination
@@ -315,31 +326,54 @@ struct frag6_entry {
 };
 _Static_assert(sizeof(struct frag6_entry) == 20, "frag6_entry size");
 
-/* ---- snat{4,6}: NodePort SNAT port allocations (LRU), north-south ---- */
+/* ---- snat{4,6}: north-south SNAT port allocations (LRU), lib/snat.h ----
+ *
+ * A flow C:cp -> frontend F:fp (NodePort / externalIP / LoadBalancer) whose
+ * backend B:bp is on another node leaves this node as N:S -> B:bp, N the
+ * node's address (config addr4/addr6), S the client's own port cp when
+ * that tuple is free, else a port from config snat_port_min..max
+ * (lib/snat.h). It owns two entries, keyed like conntrack:
+ *   SNAT_DIR_OUT {C, F, cp, fp}: the flow as it arrives (= its CT_DIR_SERVICE
+ *                                key) -> {N, S}: how it leaves;
+ *   SNAT_DIR_IN  {B, N, bp, S}:  the reply as it arrives (= its CT_DIR_REPLY
+ *                                key) -> {C, cp}: whom it goes back to.
+ * The IN entry is the port allocation: it is inserted with BPF_NOEXIST, so
+ * S is unique per (N, B, bp, proto), as Linux's own NAT does per
+ * destination. `expires` mirrors the flow's conntrack deadline (refreshed
+ * with it): past it the entry is free for another flow.
+ */
+#define SNAT_DIR_OUT 0
+#define SNAT_DIR_IN  1
 
 struct snat4_key {
-	__be32 addr; /* node address and allocated port (reply direction key) */
-	__be16 port;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
 	__u8 proto;
-	__u8 pad;
+	__u8 dir; /* SNAT_DIR_* */
+	__u8 pad[2];
 };
-_Static_assert(sizeof(struct snat4_key) == 8, "snat4_key size");
+_Static_assert(sizeof(struct snat4_key) == 16, "snat4_key size");
 
 struct snat4_entry {
-	__be32 addr; /* original client address and port */
-	__be16 port;
+	__be32 addr; /* OUT: node address N; IN: client address C */
+	__be16 port; /* OUT: SNAT port S;    IN: client port cp */
 	__u8 pad[2];
-	__u64 expires;
+	__u64 expires; /* bpf_ktime_get_ns() deadline, the flow's */
 };
 _Static_assert(sizeof(struct snat4_entry) == 16, "snat4_entry size");
 
 struct snat6_key {
-	__u8 addr[16];
-	__be16 port;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
 	__u8 proto;
-	__u8 pad;
+	__u8 dir;
+	__u8 pad[2];
 };
-_Static_assert(sizeof(struct snat6_key) == 20, "snat6_key size");
+_Static_assert(sizeof(struct snat6_key) == 40, "snat6_key size");
 
 struct snat6_entry {
 	__u8 addr[16];
@@ -349,7 +383,18 @@ struct snat6_entry {
 };
 _Static_assert(sizeof(struct snat6_entry) == 32, "snat6_entry size");
 
-/* ---- affinity{4,6}: sessionAffinity ClientIP (LRU) ----
+/* snat6_scratch (per-CPU array, one entry): working space of the IPv6 SNAT
+ * paths. Their keys do not fit on the BPF stack next to the ingress
+ * program's own frame (512 bytes per call chain). Never read by the agent. */
+struct snat6_scratch {
+	struct snat6_key okey;   /* the flow's OUT key (= its ct6 SERVICE key) */
+	struct snat6_key ikey;   /* its IN key (= its ct6 REPLY key) */
+	struct snat6_entry v;    /* an entry being written */
+	struct ct_entry fresh;   /* a ct6 REPLY entry being written */
+};
+_Static_assert(sizeof(struct snat6_scratch) == 136, "snat6_scratch size");
+
+/* ---- affinity{4,6}: sessionAffinity ClientIP (LRU), lib/lb.h ----
  * tc keys on the client address (netns_cookie 0); socket LB keys on the
  * netns cookie (client address zero). */
 
@@ -369,9 +414,10 @@ struct affinity6_key {
 _Static_assert(sizeof(struct affinity6_key) == 32, "affinity6_key size");
 
 struct affinity_entry {
-	__u64 last_used; /* bpf_ktime_get_ns() */
-	__u32 backend_id;
-	__u8 pad[4];
+	__u64 last_used;  /* bpf_ktime_get_coarse_ns() of the last new flow that used it */
+	__u32 backend_id; /* the client's backend */
+	__u32 slot;       /* where the Service's table held it: slot 1..count, or Maglev
+			   * index (lib/lb.h checks membership there first); 0 = unknown */
 };
 _Static_assert(sizeof(struct affinity_entry) == 16, "affinity_entry size");
 
@@ -449,6 +495,17 @@ enum metric_reason {
 	REASON_PASS_FRAGMENT = 10,     /* fragment not about a Service: left alone */
 	REASON_SOCK_XLATE = 11,        /* socket LB: connect/sendmsg sent to a backend (egress) */
 	REASON_SOCK_REVNAT = 12,       /* socket LB: recvmsg/getpeername shows the frontend (ingress) */
+	REASON_SERVICE_SNAT = 13,      /* to a backend on another node, source = node (SNAT), redirected */
+	REASON_SNAT_REVNAT = 14,       /* reply to a SNAT flow reversed, redirected toward the client */
+	REASON_SNAT_ICMP_XLATE = 15,   /* ICMP error about a SNAT flow translated, redirected to the client */
+	REASON_HAIRPIN_SNAT = 16,      /* a pod to a Service whose backend is itself: source = node (SNAT),
+					* redirected back to it (lib/uplink.h); its replies count as SNAT_REVNAT */
+	/* 17..19 left for SNAT/ETP; DSR and MTU (lib/dsr.h) from 20 */
+	REASON_DSR_ENCAP = 20,         /* DSR: encapsulated (IPIP / IP6IP6) to the backend, redirected */
+	REASON_DSR_DECAP = 21,         /* DSR receiver: decapsulated, DNATed to the backend here */
+	REASON_DSR_REVNAT = 22,        /* DSR receiver: backend's reply leaves from the frontend, to the client */
+	REASON_FRAG_NEEDED_REPLY = 23, /* DSR: too big once encapsulated: ICMP frag needed / packet too big sent */
+	REASON_XDP_DSR_ENCAP = 24,     /* DSR by XDP (before an skb): encapsulated, XDP_TX / redirected */
 
 	DROP_INVALID_L3 = 32,          /* truncated or malformed IP header */
 	DROP_INVALID_IHL = 33,         /* IPv4 IHL < 5 or beyond the packet */
@@ -465,6 +522,16 @@ enum metric_reason {
 	DROP_FRAG_FULL = 44,           /* fragment map insert failed */
 	DROP_UNSUPPORTED = 45,         /* a Service feature this path cannot do */
 	DROP_SOCK_REVNAT_FULL = 46,    /* socket LB: reverse entry not written, socket refused */
+	DROP_SNAT_EXHAUSTED = 47,      /* no free SNAT port for a new north-south flow */
+	DROP_SOURCE_RANGE = 48,        /* loadBalancerSourceRanges: client outside every range */
+	DROP_NO_LOCAL_ENDPOINTS = 49,  /* externalTrafficPolicy: Local and no endpoint on this node */
+	DROP_FIB_LOOKUP = 50,          /* no route or neighbour to send a redirected packet on */
+	DROP_TTL_EXCEEDED = 51,        /* a packet we forward ourselves ran out of TTL / hop limit */
+	DROP_SNAT_UNTRACKED = 52,      /* reply to a live SNAT port whose conntrack entry is gone (LRU):
+					* dropped, not left to the stack, which would reset the flow */
+	/* 53..55 left for SNAT/ETP; DSR and MTU (lib/dsr.h) from 56 */
+	DROP_DSR_ENCAP = 56,           /* DSR: no room for, or no write of, the outer header */
+	DROP_DSR_DECAP = 57,           /* DSR receiver: tunnelled packet malformed or not removable */
 };
 
 /* ---- load-time settings: const volatile .rodata `settings` ---- */

@@ -166,6 +166,15 @@ static __always_inline int ct_touch(struct ct_entry *e, __u8 proto, __u8 tf, __u
 	return 0;
 }
 
+/* Does a packet with TCP flags @tf on the SERVICE entry @e open a new
+ * connection on a closing tuple (ct_touch() reopens it)? Flow creation,
+ * as a new entry is. */
+static __always_inline int ct_tcp_reopens(const struct ct_entry *e, __u8 proto, __u8 tf)
+{
+	return proto == IPPROTO_TCP && (e->flags & CT_F_CLOSING) &&
+	       (tf & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST)) == TCP_SYN;
+}
+
 /* Bring @peer in line with the entry that was just touched. */
 static __always_inline void ct_entry_follow(struct ct_entry *peer, const struct ct_entry *e)
 {
@@ -203,6 +212,10 @@ static __always_inline void ct4_follow(const struct ct4_key *peer_key, const str
 	struct ct_entry fresh;
 
 	if (peer) {
+		/* A DSR flow recorded later (lib/dsr.h) took the tuple: not
+		 * ours to follow (the newest flow wins). */
+		if ((peer->flags ^ e->flags) & CT_F_DSR)
+			return;
 		ct_entry_follow(peer, e);
 		return;
 	}
@@ -268,6 +281,8 @@ static __always_inline void ct6_follow(const struct ct6_key *peer_key, const str
 	struct ct_entry fresh;
 
 	if (peer) {
+		if ((peer->flags ^ e->flags) & CT_F_DSR)
+			return; /* see ct4_follow() */
 		ct_entry_follow(peer, e);
 		return;
 	}

@@ -103,10 +103,10 @@ static __always_inline int icmp_reply_eth(struct __sk_buff *skb, struct ethhdr *
  * peers accept it as is, but a device without checksum offload would have
  * the stack "finish" a checksum inside the quote. bpf_skb_adjust_room()
  * only resets CHECKSUM_UNNECESSARY, and no helper resets PARTIAL.
- * Returns REASON_NO_ENDPOINTS_REPLY (whose action redirects the packet back
- * out of its device) or -DROP_*.
+ * Returns @reason (REASON_NO_ENDPOINTS_REPLY or REASON_FRAG_NEEDED_REPLY,
+ * whose action redirects the packet back out of its device) or -DROP_*.
  *
- * These are global functions (not inlined, not static) on purpose: the
+ * Their callers below are global functions (not inlined, not static) on purpose: the
  * verifier checks a global function once, on its own, with ctx + scalar
  * arguments, instead of once per caller state; this rare path (a resize and
  * a checksum loop) would otherwise multiply the verification work of the
@@ -115,7 +115,8 @@ static __always_inline int icmp_reply_eth(struct __sk_buff *skb, struct ethhdr *
  * packet, which is untouched until the resize.
  * @hlen: original IPv4 header length; @l3_len: original datagram length.
  */
-__noinline int strait_icmp4_reply(struct __sk_buff *skb, __u32 hlen, __u32 l3_len)
+static __always_inline int icmp4_reply(struct __sk_buff *skb, __u32 hlen, __u32 l3_len,
+				       __u8 type, __u8 code, __be32 rest, int reason)
 {
 	__u32 quote = l3_len;
 	struct icmphdr icmp = {};
@@ -146,8 +147,9 @@ __noinline int strait_icmp4_reply(struct __sk_buff *skb, __u32 hlen, __u32 l3_le
 	ip.saddr = addrs[1]; /* from the frontend the client addressed */
 	ip.daddr = addrs[0];
 	ip.check = csum_fold(csum_buf(&ip, sizeof(ip), 0));
-	icmp.type = ICMP_DEST_UNREACH;
-	icmp.code = ICMP_PORT_UNREACH;
+	icmp.type = type;
+	icmp.code = code;
+	icmp.rest = rest;
 
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM) ||
@@ -162,7 +164,7 @@ __noinline int strait_icmp4_reply(struct __sk_buff *skb, __u32 hlen, __u32 l3_le
 	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip) + offsetof(struct icmphdr, checksum),
 				&check, sizeof(check), BPF_F_RECOMPUTE_CSUM))
 		return -DROP_ICMP_REPLY_FAILED;
-	return REASON_NO_ENDPOINTS_REPLY;
+	return reason;
 }
 
 /* Partial sum of the ICMPv6 pseudo-header (RFC 8200 8.1) for @len bytes
@@ -177,7 +179,8 @@ static __always_inline __u32 icmp6_pseudo_sum(const __u8 *src, const __u8 *dst, 
 }
 
 /* @l3_len: original packet length (IPv6 header included). */
-__noinline int strait_icmp6_reply(struct __sk_buff *skb, __u32 l3_len)
+static __always_inline int icmp6_reply(struct __sk_buff *skb, __u32 l3_len, __u8 type,
+				       __u8 code, __be32 rest, int reason)
 {
 	__u32 quote = l3_len;
 	struct icmp6hdr icmp = {};
@@ -205,8 +208,9 @@ __noinline int strait_icmp6_reply(struct __sk_buff *skb, __u32 l3_len)
 	ip6.payload_len = bpf_htons(sizeof(icmp) + quote);
 	ip6.nexthdr = IPPROTO_ICMPV6;
 	ip6.hop_limit = ICMP_REPLY_TTL;
-	icmp.icmp6_type = ICMPV6_DEST_UNREACH;
-	icmp.icmp6_code = ICMPV6_PORT_UNREACH;
+	icmp.icmp6_type = type;
+	icmp.icmp6_code = code;
+	icmp.icmp6_dataun.un_data32[0] = rest;
 
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6), BPF_F_RECOMPUTE_CSUM) ||
@@ -224,7 +228,35 @@ __noinline int strait_icmp6_reply(struct __sk_buff *skb, __u32 l3_len)
 	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip6) + offsetof(struct icmp6hdr, icmp6_cksum),
 				&check, sizeof(check), BPF_F_RECOMPUTE_CSUM))
 		return -DROP_ICMP_REPLY_FAILED;
-	return REASON_NO_ENDPOINTS_REPLY;
+	return reason;
+}
+
+/* The global entry points: port unreachable (no endpoints), and the
+ * fragmentation needed / packet too big of lib/dsr.h with the MTU the client
+ * must use (RFC 1191: 16 bits after 16 unused; RFC 4443 3.2: 32 bits). */
+__noinline int strait_icmp4_reply(struct __sk_buff *skb, __u32 hlen, __u32 l3_len)
+{
+	return icmp4_reply(skb, hlen, l3_len, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0,
+			   REASON_NO_ENDPOINTS_REPLY);
+}
+
+__noinline int strait_icmp4_frag_needed(struct __sk_buff *skb, __u32 hlen, __u32 l3_len,
+					__u32 mtu)
+{
+	return icmp4_reply(skb, hlen, l3_len, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
+			   bpf_htonl(mtu & 0xffff), REASON_FRAG_NEEDED_REPLY);
+}
+
+__noinline int strait_icmp6_reply(struct __sk_buff *skb, __u32 l3_len)
+{
+	return icmp6_reply(skb, l3_len, ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH, 0,
+			   REASON_NO_ENDPOINTS_REPLY);
+}
+
+__noinline int strait_icmp6_pkt_too_big(struct __sk_buff *skb, __u32 l3_len, __u32 mtu)
+{
+	return icmp6_reply(skb, l3_len, ICMPV6_PKT_TOOBIG, 0, bpf_htonl(mtu),
+			   REASON_FRAG_NEEDED_REPLY);
 }
 
 static __always_inline int icmp4_no_endpoints_reply(struct __sk_buff *skb, const struct pkt *p)

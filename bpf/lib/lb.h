@@ -167,44 +167,65 @@ static __always_inline struct lb_service *lb6_lookup_internal(const __u8 *addr, 
 	return internal ? internal : svc;
 }
 
+/* ---- loadBalancerSourceRanges ----
+ *
+ * LB_F_SOURCE_RANGES: the client must lie in one of the ranges compile
+ * wrote under the frontend's service id. The LPM key puts the service id
+ * before the address and counts its 32 bits in prefixlen (abi.h), so a
+ * lookup with the full length only ever matches ranges of this service id.
+ */
+static __always_inline int lb4_source_allowed(const struct lb_service *svc, __be32 saddr)
+{
+	struct srange4_key key = {};
+	struct srange_entry *r;
+
+	key.prefixlen = 32 + 32;
+	key.service_id = svc->service_id;
+	key.addr = saddr;
+	r = bpf_map_lookup_elem(&source_ranges4, &key);
+	return r && r->allow;
+}
+
+static __always_inline int lb6_source_allowed(const struct lb_service *svc, const __u8 *saddr)
+{
+	struct srange6_key key = {};
+	struct srange_entry *r;
+
+	key.prefixlen = 32 + 128;
+	key.service_id = svc->service_id;
+	__builtin_memcpy(key.addr, saddr, 16);
+	r = bpf_map_lookup_elem(&source_ranges6, &key);
+	return r && r->allow;
+}
+
 /* ---- backend selection ---- */
 
 /*
- * Pick a backend id for a new flow of @svc (backend_count > 0).
- * Returns CONTINUE with *backend_id set, or -DROP_*.
- *
- * Two callers: the tc path with the flow hash above (per packet flow), and
- * socket LB (lib/sock.h) with a hash of the socket and frontend (per socket).
- *
- * Hook point for later issues, in this order, before the hash pick:
- *  - loadBalancerSourceRanges (LB_F_SOURCE_RANGES): source_ranges{4,6}
- *    lookup, drop when not allowed;
- *  - sessionAffinity ClientIP (LB_F_AFFINITY): affinity{4,6} lookup, reuse
- *    a live backend, record the pick below;
- *  - traffic policy Local (LB_F_LOCAL_*) and topology: the agent compiles
- *    these into the slots / Maglev table of the scope, so the datapath stays
- *    a pure lookup.
- * None of them is implemented yet: their flags are ignored here.
+ * The hash pick: a backend id of @svc's slots (or Maglev table) for @hash,
+ * and in *pos where it was found (slot 1..count, or Maglev index), which
+ * session affinity remembers to check membership in O(1) later.
+ * Returns CONTINUE or -DROP_*.
  */
-static __always_inline int lb_select_backend(const struct lb_service *svc, __u32 hash,
-					     __u32 *backend_id)
+static __always_inline int lb_pick_backend(const struct lb_service *svc, __u32 hash,
+					   __u32 *backend_id, __u32 *pos)
 {
 	struct lb_slot *slot;
+	__u32 at;
 
 	if (svc->algorithm == LB_ALG_MAGLEV) {
-		__u32 idx = hash % MAGLEV_TABLE_SIZE;
 		void *table;
 
+		at = hash % MAGLEV_TABLE_SIZE;
 		table = bpf_map_lookup_elem(&maglev, &svc->service_id);
 		if (!table)
 			return -DROP_BACKEND_MISSING;
-		slot = bpf_map_lookup_elem(table, &idx);
+		slot = bpf_map_lookup_elem(table, &at);
 	} else if (svc->algorithm == LB_ALG_RANDOM) {
-		struct lb_slot_key key = {
-			.service_id = svc->service_id,
-			.slot = 1 + hash % svc->backend_count,
-		};
+		struct lb_slot_key key = {};
 
+		at = 1 + hash % svc->backend_count;
+		key.service_id = svc->service_id;
+		key.slot = at;
 		slot = bpf_map_lookup_elem(&service_slots, &key);
 	} else {
 		return -DROP_UNSUPPORTED;
@@ -212,7 +233,252 @@ static __always_inline int lb_select_backend(const struct lb_service *svc, __u32
 	if (!slot)
 		return -DROP_BACKEND_MISSING;
 	*backend_id = slot->backend_id;
+	*pos = at;
 	return CONTINUE;
+}
+
+/*
+ * Pick a backend id for a new flow of @svc (backend_count > 0) where the
+ * client is not known: the hash pick only. Returns CONTINUE with
+ * *backend_id set, or -DROP_*.
+ *
+ * A Service with sessionAffinity (LB_F_AFFINITY) is refused with
+ * -DROP_UNSUPPORTED: its selection needs the client, through
+ * lb{4,6}_select_backend(). (The XDP fast path calls this one and hands
+ * such flows to tc, which does affinity.)
+ *
+ * Traffic policy Local and topology are no selection matter: the agent
+ * compiles them into the slots / Maglev table of the scope, so the
+ * datapath stays a pure lookup. loadBalancerSourceRanges neither: callers
+ * check lb{4,6}_source_allowed() before any other work on the packet.
+ */
+static __always_inline int lb_select_backend(const struct lb_service *svc, __u32 hash,
+					     __u32 *backend_id)
+{
+	__u32 pos;
+
+	if (svc->flags & LB_F_AFFINITY)
+		return -DROP_UNSUPPORTED;
+	return lb_pick_backend(svc, hash, backend_id, &pos);
+}
+
+/* ---- sessionAffinity: ClientIP ----
+ *
+ * affinity{4,6} (LRU) remember per (service id, client) the backend the
+ * client's last new flow got. The tc path keys on the client address
+ * (netns cookie 0); socket LB on the client's network namespace cookie
+ * (address zero), see lib/sock.h. A new flow reuses the remembered backend
+ * while
+ *  - the entry is younger than the frontend's affinity_timeout, counted
+ *    from the last new flow that used it (kube-proxy's iptables `recent
+ *    --rcheck --seconds T --reap` with `--set` on every new connection):
+ *    each reuse refreshes last_used;
+ *  - the backend is still selectable for this Service: its backends entry
+ *    exists and is not quarantined, and the Service's slots still hold it.
+ *    Backend ids are shared between Services (compile/ids.ts) and the
+ *    backend's state merges them, so the state alone cannot say whether
+ *    *this* Service still selects it (removed from one Service, ready in
+ *    another; out of a topology-filtered table); membership in the slots
+ *    can, and slots hold terminating backends exactly when those are what
+ *    the Service selects (KEP-1669). The entry keeps the slot it was found
+ *    at (affinity_entry.slot): one lookup when the slots did not move; a
+ *    slot table that moved (the agent fills a hole with the last slot) is
+ *    searched, up to AFFINITY_SCAN_MAX slots, with bpf_loop(); a Maglev
+ *    table is not searched (a changed index re-selects).
+ * Otherwise the flow selects by hash and the entry is (re)written. Two new
+ * flows of one client on two CPUs at once may both select: the last write
+ * wins, as with iptables' recent list.
+ * Service ids are per endpoint set, so a Service's ClusterIP, NodePorts and
+ * load-balancer addresses share the client's entry, as kube-proxy's chain
+ * per endpoint does.
+ */
+#define AFFINITY_SCAN_MAX 4096
+#define AFFINITY_DEFAULT_TIMEOUT 10800 /* seconds: Kubernetes' default, if 0 slipped in */
+
+struct lb_slot_scan {
+	__u32 service_id;
+	__u32 backend_id;
+	__u32 found; /* the slot holding backend_id, 0 = none */
+};
+
+static long lb_slot_scan_one(__u32 i, void *data)
+{
+	struct lb_slot_scan *sc = data;
+	struct lb_slot_key key = {};
+	struct lb_slot *slot;
+
+	key.service_id = sc->service_id;
+	key.slot = i + 1;
+	slot = bpf_map_lookup_elem(&service_slots, &key);
+	if (slot && slot->backend_id == sc->backend_id) {
+		sc->found = i + 1;
+		return 1; /* stop */
+	}
+	return 0;
+}
+
+/*
+ * Does @svc still select backend @a->backend_id? Refreshes a->slot when the
+ * slot table moved it.
+ */
+static __always_inline int lb_affinity_member(const struct lb_service *svc,
+					      struct affinity_entry *a)
+{
+	struct lb_slot *slot;
+
+	if (svc->algorithm == LB_ALG_RANDOM) {
+		struct lb_slot_key key = {};
+		struct lb_slot_scan sc = {};
+		__u32 n = svc->backend_count;
+
+		if (a->slot >= 1 && a->slot <= n) {
+			key.service_id = svc->service_id;
+			key.slot = a->slot;
+			slot = bpf_map_lookup_elem(&service_slots, &key);
+			if (slot && slot->backend_id == a->backend_id)
+				return 1;
+		}
+		sc.service_id = svc->service_id;
+		sc.backend_id = a->backend_id;
+		bpf_loop(n < AFFINITY_SCAN_MAX ? n : AFFINITY_SCAN_MAX, lb_slot_scan_one, &sc, 0);
+		if (!sc.found)
+			return 0;
+		a->slot = sc.found;
+		return 1;
+	}
+	if (svc->algorithm == LB_ALG_MAGLEV) {
+		__u32 idx = a->slot;
+		void *table;
+
+		if (idx >= MAGLEV_TABLE_SIZE)
+			return 0;
+		table = bpf_map_lookup_elem(&maglev, &svc->service_id);
+		if (!table)
+			return 0;
+		slot = bpf_map_lookup_elem(table, &idx);
+		return slot && slot->backend_id == a->backend_id;
+	}
+	return 0;
+}
+
+/* Is the remembered entry @a of @svc young enough at @now? */
+static __always_inline int lb_affinity_fresh(const struct lb_service *svc,
+					     const struct affinity_entry *a, __u64 now)
+{
+	__u64 timeout = svc->affinity_timeout ? svc->affinity_timeout : AFFINITY_DEFAULT_TIMEOUT;
+
+	/* A last use "after" now (another CPU, the coarse clock) is fresh. */
+	return a->last_used >= now || now - a->last_used <= timeout * 1000000000ULL;
+}
+
+/*
+ * The affinity step shared by both families: @a the client's entry (or
+ * NULL), @be_ok whether its backend entry exists and is not quarantined.
+ * Returns 1 with *backend_id set when the entry is reused (and refreshed),
+ * 0 when the caller must select and record.
+ */
+static __always_inline int lb_affinity_reuse(const struct lb_service *svc,
+					     struct affinity_entry *a, int be_ok, __u64 now,
+					     __u32 *backend_id)
+{
+	if (!a || !be_ok || !lb_affinity_fresh(svc, a, now) || !lb_affinity_member(svc, a))
+		return 0;
+	a->last_used = now;
+	*backend_id = a->backend_id;
+	return 1;
+}
+
+/* Not inlined: the affinity key gets a frame of its own, off the ingress
+ * program's tight one (lib/snat.h). */
+static __noinline int lb4_affinity_select(const struct lb_service *svc, __u32 hash,
+					  __u64 netns_cookie, __be32 client, __u32 *backend_id)
+{
+	struct affinity4_key key = {};
+	struct affinity_entry fresh = {};
+	struct affinity_entry *a;
+	struct lb4_backend *be = NULL;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 pos = 0;
+	int ret;
+
+	key.netns_cookie = netns_cookie;
+	key.service_id = svc->service_id;
+	key.client = client;
+	a = bpf_map_lookup_elem(&affinity4, &key);
+	if (a)
+		be = bpf_map_lookup_elem(&backends4, &a->backend_id);
+	if (lb_affinity_reuse(svc, a, be && be->state != BE_STATE_QUARANTINED, now, backend_id))
+		return CONTINUE;
+
+	ret = lb_pick_backend(svc, hash, backend_id, &pos);
+	if (ret != CONTINUE)
+		return ret;
+	fresh.last_used = now;
+	fresh.backend_id = *backend_id;
+	fresh.slot = pos;
+	/* Best effort: without the entry this flow is still served (LRU
+	 * inserts do not fail for lack of room). */
+	bpf_map_update_elem(&affinity4, &key, &fresh, BPF_ANY);
+	return CONTINUE;
+}
+
+static __noinline int lb6_affinity_select(const struct lb_service *svc, __u32 hash,
+					  __u64 netns_cookie, const __u8 *client, __u32 *backend_id)
+{
+	struct affinity6_key key = {};
+	struct affinity_entry fresh = {};
+	struct affinity_entry *a;
+	struct lb6_backend *be = NULL;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 pos = 0;
+	int ret;
+
+	key.netns_cookie = netns_cookie;
+	key.service_id = svc->service_id;
+	__builtin_memcpy(key.client, client, 16);
+	a = bpf_map_lookup_elem(&affinity6, &key);
+	if (a)
+		be = bpf_map_lookup_elem(&backends6, &a->backend_id);
+	if (lb_affinity_reuse(svc, a, be && be->state != BE_STATE_QUARANTINED, now, backend_id))
+		return CONTINUE;
+
+	ret = lb_pick_backend(svc, hash, backend_id, &pos);
+	if (ret != CONTINUE)
+		return ret;
+	fresh.last_used = now;
+	fresh.backend_id = *backend_id;
+	fresh.slot = pos;
+	bpf_map_update_elem(&affinity6, &key, &fresh, BPF_ANY);
+	return CONTINUE;
+}
+
+/*
+ * Pick a backend id for a new flow of @svc (backend_count > 0), honouring
+ * sessionAffinity: ClientIP. The client is @client (tc: the source
+ * address, @netns_cookie 0) or @netns_cookie (socket LB: its network
+ * namespace, @client zero). @hash: the flow hash (tc) or socket hash
+ * (lib/sock.h). Returns CONTINUE with *backend_id set, or -DROP_*.
+ */
+static __always_inline int lb4_select_backend(const struct lb_service *svc, __u32 hash,
+					      __u64 netns_cookie, __be32 client,
+					      __u32 *backend_id)
+{
+	__u32 pos;
+
+	if (svc->flags & LB_F_AFFINITY)
+		return lb4_affinity_select(svc, hash, netns_cookie, client, backend_id);
+	return lb_pick_backend(svc, hash, backend_id, &pos);
+}
+
+static __always_inline int lb6_select_backend(const struct lb_service *svc, __u32 hash,
+					      __u64 netns_cookie, const __u8 *client,
+					      __u32 *backend_id)
+{
+	__u32 pos;
+
+	if (svc->flags & LB_F_AFFINITY)
+		return lb6_affinity_select(svc, hash, netns_cookie, client, backend_id);
+	return lb_pick_backend(svc, hash, backend_id, &pos);
 }
 
 #endif /* STRAIT_LB_H */

@@ -29,6 +29,7 @@
 #define DEFAULT_SRANGE_MAX    16384
 #define DEFAULT_MAGLEV_MAX    100000
 #define DEFAULT_SOCK_REVNAT_MAX 262144 /* unconnected UDP sockets x backends, like Cilium's */
+#define DEFAULT_DSR_REVNAT_MAX 262144 /* DSR flows whose backend runs on this node */
 
 /* Large lookup tables are allocated on demand (BPF_F_NO_PREALLOC): one
  * agent per lab node must not reserve gigabytes for empty tables. */
@@ -126,6 +127,23 @@ struct {
 	__uint(max_entries, DEFAULT_CT_MAX);
 } ct6 SEC(".maps");
 
+/* DSR receiver: the frontend of each flow delivered here by DSR, keyed by
+ * its CT_DIR_REPLY key (abi.h, lib/dsr.h). LRU like conntrack: an entry
+ * only matters while the flow's ct entry is alive. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct4_key);
+	__type(value, struct lb4_revnat);
+	__uint(max_entries, DEFAULT_DSR_REVNAT_MAX);
+} dsr_revnat4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct6_key);
+	__type(value, struct lb6_revnat);
+	__uint(max_entries, DEFAULT_DSR_REVNAT_MAX);
+} dsr_revnat6 SEC(".maps");
+
 /* Socket LB reverse translation of unconnected UDP (lib/sock.h). LRU: an
  * entry is only needed while its socket lives, and nothing tells the map
  * when a socket closes; sendmsg() rewrites a missing one at the next
@@ -171,6 +189,14 @@ struct {
 	__type(value, struct snat6_entry);
 	__uint(max_entries, DEFAULT_SNAT_MAX);
 } snat6 SEC(".maps");
+
+/* Working space of the IPv6 SNAT paths (abi.h struct snat6_scratch). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct snat6_scratch);
+	__uint(max_entries, 1);
+} snat6_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -59,6 +59,22 @@ static __always_inline int reason_action(struct __sk_buff *skb, __u32 reason)
 	case REASON_CT_RACE_JOINED:
 		/* Translated: final for this hook (tcx skips later programs). */
 		return TC_ACT_OK;
+	case REASON_DSR_DECAP:
+	case REASON_DSR_REVNAT:
+		/* Translated (decapsulated, or the reply's source rewritten):
+		 * the stack delivers / routes it. */
+		return TC_ACT_OK;
+	case REASON_SERVICE_SNAT:
+	case REASON_HAIRPIN_SNAT:
+	case REASON_SNAT_REVNAT:
+	case REASON_SNAT_ICMP_XLATE:
+		/* lib/fib.h armed bpf_redirect() / bpf_redirect_neigh() toward
+		 * the backend or the client (SNAT, lib/snat.h). */
+	case REASON_DSR_ENCAP:
+		/* lib/dsr.h called bpf_redirect() / bpf_redirect_neigh() with
+		 * the FIB's answer; this is what those return. */
+		return TC_ACT_REDIRECT;
+	case REASON_FRAG_NEEDED_REPLY:
 	case REASON_NO_ENDPOINTS_REPLY:
 		/* The packet was rewritten in place into an ICMP error for the
 		 * client: send it back out of the device it came in on. Under

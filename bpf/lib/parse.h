@@ -5,7 +5,8 @@
  * Everything later steps need is copied into struct pkt, so they work from
  * offsets and values, not packet pointers: rewrites go through
  * bpf_skb_store_bytes() and the csum helpers, which invalidate every packet
- * pointer anyway.
+ * pointer anyway. Written against ctx.h, so the same parser serves tc
+ * (skb) and XDP (xdp_md): the variables keep the name skb either way.
  */
 #ifndef STRAIT_PARSE_H
 #define STRAIT_PARSE_H
@@ -23,6 +24,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "abi.h"
+#include "ctx.h"
 #include "metrics.h"
 
 /*
@@ -37,6 +39,7 @@
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12
 #define ICMP_PORT_UNREACH  3
+#define ICMP_FRAG_NEEDED   4
 struct icmphdr {
 	__u8 type;
 	__u8 code;
@@ -76,7 +79,7 @@ union strait_addr {
 
 struct pkt {
 	__u32 l4_off;    /* offset of the L4 header from the Ethernet header */
-	__u32 l3_len;    /* IP datagram length (header says so, else skb->len - ETH_HLEN) */
+	__u32 l3_len;    /* IP datagram length (header says so, else ctx_len(skb) - ETH_HLEN) */
 	__be32 frag_id;  /* frag{4,6} key: IPv4 identification (16 bits, zero-extended),
 			  * IPv6 fragment header identification; 0 if not a fragment */
 	__u8 family;     /* PKT_IPV4 / PKT_IPV6 */
@@ -95,30 +98,15 @@ struct pkt {
 	union strait_addr daddr;
 };
 
-/*
- * skb->data / skb->data_end as one load straight off the ctx register each
- * time. Plain C lets clang keep &skb->data_end in a register and load
- * through it later, which the verifier refuses ("dereference of modified
- * ctx ptr"); which code shape triggers it changes with every edit.
- */
-static __always_inline void *skb_data(const struct __sk_buff *skb)
+/* The skb names of ctx.h's ctx_data()/ctx_data_end(), for the tc-only headers. */
+static __always_inline void *skb_data(const struct __ctx_buff *skb)
 {
-	void *ptr;
-
-	asm volatile("%0 = *(u32 *)(%1 + %2)"
-		     : "=r"(ptr)
-		     : "r"(skb), "i"(offsetof(struct __sk_buff, data)));
-	return ptr;
+	return ctx_data(skb);
 }
 
-static __always_inline void *skb_data_end(const struct __sk_buff *skb)
+static __always_inline void *skb_data_end(const struct __ctx_buff *skb)
 {
-	void *ptr;
-
-	asm volatile("%0 = *(u32 *)(%1 + %2)"
-		     : "=r"(ptr)
-		     : "r"(skb), "i"(offsetof(struct __sk_buff, data_end)));
-	return ptr;
+	return ctx_data_end(skb);
 }
 
 static __always_inline int proto_has_ports(__u8 proto)
@@ -126,19 +114,10 @@ static __always_inline int proto_has_ports(__u8 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
 }
 
-/*
- * Make sure the first @len bytes are in the linear head so direct packet
- * access reaches them (GRO'd skbs may carry headers in frags). Returns -1
- * only when the packet is shorter than @len. Callers reload data/data_end
- * afterwards: a pull invalidates packet pointers.
- */
-static __always_inline int pkt_ensure(struct __sk_buff *skb, __u32 len)
+/* ctx_pull() (ctx.h) under the name the parser grew up with. */
+static __always_inline int pkt_ensure(struct __ctx_buff *skb, __u32 len)
 {
-	if (skb_data(skb) + len <= skb_data_end(skb))
-		return 0;
-	if (len > skb->len)
-		return -1;
-	return bpf_skb_pull_data(skb, len) ? -1 : 0;
+	return ctx_pull(skb, len);
 }
 
 /*
@@ -148,7 +127,7 @@ static __always_inline int pkt_ensure(struct __sk_buff *skb, __u32 len)
  * are not L4 header, and translating them would rewrite ports and
  * checksums the receiver never reads as such.
  */
-static __always_inline int l4_present(struct __sk_buff *skb, const struct pkt *p, __u32 off,
+static __always_inline int l4_present(struct __ctx_buff *skb, const struct pkt *p, __u32 off,
 				      __u32 len)
 {
 	if (off + len > ETH_HLEN + p->l3_len)
@@ -162,7 +141,7 @@ static __always_inline int l4_present(struct __sk_buff *skb, const struct pkt *p
  * or not (left to the stack) after the lookup, so the ports are read when
  * at least they are present.
  */
-static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int parse_l4(struct __ctx_buff *skb, struct pkt *p)
 {
 	void *data, *data_end, *l4;
 	__u32 off = p->l4_off;
@@ -245,7 +224,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 	return CONTINUE;
 }
 
-static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int parse_ipv4(struct __ctx_buff *skb, struct pkt *p)
 {
 	void *data, *data_end;
 	struct iphdr *ip;
@@ -262,14 +241,14 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 		return -DROP_INVALID_L3;
 
 	hlen = ip->ihl * 4;
-	if (hlen < sizeof(struct iphdr) || ETH_HLEN + hlen > skb->len)
+	if (hlen < sizeof(struct iphdr) || ETH_HLEN + hlen > ctx_len(skb))
 		return -DROP_INVALID_IHL;
 
 	/* tot_len 0 is legal for BIG TCP GSO packets (> 64 KiB); otherwise the
 	 * header must fit and the datagram must not claim more than we hold
 	 * (Ethernet padding may make us hold more). */
 	tot = bpf_ntohs(ip->tot_len);
-	if (tot && (tot < hlen || tot > skb->len - ETH_HLEN))
+	if (tot && (tot < hlen || tot > ctx_len(skb) - ETH_HLEN))
 		return -DROP_INVALID_L3;
 
 	p->family = PKT_IPV4;
@@ -278,7 +257,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	p->daddr.v4 = ip->daddr;
 	p->frag_id = ip->id;
 	p->frag_proto = ip->protocol;
-	p->l3_len = tot ? tot : skb->len - ETH_HLEN;
+	p->l3_len = tot ? tot : ctx_len(skb) - ETH_HLEN;
 	p->l4_off = ETH_HLEN + hlen;
 
 	if (ip->frag_off & bpf_htons(IPV4_OFFSET)) {
@@ -298,7 +277,7 @@ static __always_inline int ipv6_is_ext(__u8 nh)
 	       nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH;
 }
 
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int parse_ipv6(struct __ctx_buff *skb, struct pkt *p)
 {
 	void *data, *data_end;
 	struct ipv6hdr *ip6;
@@ -316,15 +295,15 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 	if (ip6->version != 6)
 		return -DROP_INVALID_L3;
 
-	/* payload_len 0: jumbogram / BIG TCP; trust skb->len then. */
+	/* payload_len 0: jumbogram / BIG TCP; trust ctx_len(skb) then. */
 	plen = bpf_ntohs(ip6->payload_len);
-	if (plen > skb->len - ETH_HLEN - sizeof(struct ipv6hdr))
+	if (plen > ctx_len(skb) - ETH_HLEN - sizeof(struct ipv6hdr))
 		return -DROP_INVALID_L3;
 
 	p->family = PKT_IPV6;
 	__builtin_memcpy(p->saddr.v6, &ip6->saddr, 16);
 	__builtin_memcpy(p->daddr.v6, &ip6->daddr, 16);
-	p->l3_len = plen ? plen + sizeof(struct ipv6hdr) : skb->len - ETH_HLEN;
+	p->l3_len = plen ? plen + sizeof(struct ipv6hdr) : ctx_len(skb) - ETH_HLEN;
 	nh = ip6->nexthdr;
 	off = ETH_HLEN + sizeof(struct ipv6hdr);
 
@@ -340,7 +319,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 
 			/* RFC 8200 4.5: next header, reserved, offset (13
 			 * bits) | res (2) | M, identification (32 bits). */
-			if (bpf_skb_load_bytes(skb, off, hdr, 8))
+			if (ctx_load_bytes(skb, off, hdr, 8))
 				return -DROP_INVALID_L3;
 			nh = hdr[0];
 			off += 8;
@@ -358,7 +337,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 				p->flags |= PKT_F_FRAG_FIRST;
 			continue;
 		}
-		if (bpf_skb_load_bytes(skb, off, hdr, 2))
+		if (ctx_load_bytes(skb, off, hdr, 2))
 			return -DROP_INVALID_L3;
 		/* AH counts its length in 4-byte units minus 2, the others in
 		 * 8-byte units minus 1 (RFC 4302, RFC 8200). */
@@ -377,7 +356,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 }
 
 /* Returns CONTINUE for IPv4/IPv6 (struct pkt filled), or an outcome. */
-static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int parse_packet(struct __ctx_buff *skb, struct pkt *p)
 {
 	void *data = skb_data(skb);
 	void *data_end = skb_data_end(skb);

@@ -47,6 +47,15 @@
  *
  * Only TCP and UDP are translated here; SCTP frontends are left to the
  * per-packet path.
+ *
+ * sessionAffinity: ClientIP (lib/lb.h) keys on the socket's network
+ * namespace cookie, client address zero. connect() runs before the kernel
+ * picks a source address (and sendmsg() rarely carries one), so the address
+ * is not known here; the netns stands for it: a pod is one netns with one
+ * address per family, and the node's own processes (hostNetwork pods too)
+ * share the root netns as they share the node's address on the wire, which
+ * is the client kube-proxy would see for them. Entries of the tc path
+ * (keyed by address, cookie 0) never meet these.
  */
 #ifndef STRAIT_SOCK_H
 #define STRAIT_SOCK_H
@@ -77,6 +86,9 @@ static __always_inline int sock_proto_translated(__u32 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
+
+/* The client address of socket LB's affinity keys (see above). */
+static const __u8 sock_no_client[16] = {};
 
 /* ---- selection hash ---- */
 
@@ -156,8 +168,8 @@ static __always_inline int sock4_select(void *ctx, __u8 proto, __be32 addr, __be
 		return REASON_PASS;
 	if (svc->backend_count == 0)
 		return -DROP_NO_ENDPOINTS;
-	ret = lb_select_backend(svc, sock_hash(bpf_get_socket_cookie(ctx), addr, port, proto),
-				&c->backend_id);
+	ret = lb4_select_backend(svc, sock_hash(bpf_get_socket_cookie(ctx), addr, port, proto),
+				 bpf_get_netns_cookie(ctx), 0, &c->backend_id);
 	if (ret != CONTINUE)
 		return ret;
 	*be = bpf_map_lookup_elem(&backends4, &c->backend_id);
@@ -178,10 +190,10 @@ static __always_inline int sock6_select(void *ctx, __u8 proto, const union strai
 		return REASON_PASS;
 	if (svc->backend_count == 0)
 		return -DROP_NO_ENDPOINTS;
-	ret = lb_select_backend(svc,
-				sock_hash(bpf_get_socket_cookie(ctx),
-					  addr->w[0] ^ addr->w[1] ^ addr->w[2] ^ addr->w[3], port, proto),
-				&c->backend_id);
+	ret = lb6_select_backend(svc,
+				 sock_hash(bpf_get_socket_cookie(ctx),
+					   addr->w[0] ^ addr->w[1] ^ addr->w[2] ^ addr->w[3], port, proto),
+				 bpf_get_netns_cookie(ctx), sock_no_client, &c->backend_id);
 	if (ret != CONTINUE)
 		return ret;
 	*be = bpf_map_lookup_elem(&backends6, &c->backend_id);

@@ -8,6 +8,7 @@
 import {
   array,
   be16,
+  bytes,
   be32,
   cstring,
   ipv4,
@@ -274,28 +275,40 @@ export const frag6Entry = struct('frag6_entry', {
 });
 export type Frag6Entry = CodecValue<typeof frag6Entry>;
 
-// ---- snat{4,6} ----
+// ---- snat{4,6}: north-south SNAT (abi.h): OUT {client, frontend} → {node, port}, IN {backend, node} → {client} ----
+export const SNAT_DIR_OUT = 0;
+export const SNAT_DIR_IN = 1;
+
 export const snat4Key = struct('snat4_key', {
-  addr: ipv4,
-  port: be16,
+  saddr: ipv4,
+  daddr: ipv4,
+  sport: be16,
+  dport: be16,
   proto: u8,
-  pad: pad(1),
+  dir: u8,
+  pad: pad(2),
 });
 export type Snat4Key = CodecValue<typeof snat4Key>;
 
 export const snat4Entry = struct('snat4_entry', {
+  /** OUT: the node address the flow leaves from; IN: the client's address. */
   addr: ipv4,
+  /** OUT: the SNAT port; IN: the client's port. */
   port: be16,
   pad: pad(2),
+  /** The flow's conntrack deadline (CLOCK_MONOTONIC ns). */
   expires: u64,
 });
 export type Snat4Entry = CodecValue<typeof snat4Entry>;
 
 export const snat6Key = struct('snat6_key', {
-  addr: ipv6,
-  port: be16,
+  saddr: ipv6,
+  daddr: ipv6,
+  sport: be16,
+  dport: be16,
   proto: u8,
-  pad: pad(1),
+  dir: u8,
+  pad: pad(2),
 });
 export type Snat6Key = CodecValue<typeof snat6Key>;
 
@@ -306,6 +319,10 @@ export const snat6Entry = struct('snat6_entry', {
   expires: u64,
 });
 export type Snat6Entry = CodecValue<typeof snat6Entry>;
+
+/** abi.h struct snat6_scratch: per-CPU working space of the IPv6 SNAT paths, opaque to the agent. */
+export const SNAT6_SCRATCH_SIZE = 136;
+export const snat6Scratch: Codec<Buffer> = scalar('snat6_scratch', bytes(SNAT6_SCRATCH_SIZE));
 
 // ---- affinity{4,6} ----
 export const affinity4Key = struct('affinity4_key', {
@@ -326,7 +343,8 @@ export type Affinity6Key = CodecValue<typeof affinity6Key>;
 export const affinityEntry = struct('affinity_entry', {
   lastUsed: u64,
   backendId: u32,
-  pad: pad(4),
+  /** Where the Service's table held the backend (slot, or Maglev index); 0 = unknown. */
+  slot: u32,
 });
 export type AffinityEntry = CodecValue<typeof affinityEntry>;
 
@@ -403,6 +421,15 @@ export const MetricReason = {
   REASON_PASS_FRAGMENT: 10,
   REASON_SOCK_XLATE: 11,
   REASON_SOCK_REVNAT: 12,
+  REASON_SERVICE_SNAT: 13,
+  REASON_SNAT_REVNAT: 14,
+  REASON_SNAT_ICMP_XLATE: 15,
+  REASON_HAIRPIN_SNAT: 16,
+  REASON_DSR_ENCAP: 20,
+  REASON_DSR_DECAP: 21,
+  REASON_DSR_REVNAT: 22,
+  REASON_FRAG_NEEDED_REPLY: 23,
+  REASON_XDP_DSR_ENCAP: 24,
 
   DROP_INVALID_L3: 32,
   DROP_INVALID_IHL: 33,
@@ -419,6 +446,14 @@ export const MetricReason = {
   DROP_FRAG_FULL: 44,
   DROP_UNSUPPORTED: 45,
   DROP_SOCK_REVNAT_FULL: 46,
+  DROP_SNAT_EXHAUSTED: 47,
+  DROP_SOURCE_RANGE: 48,
+  DROP_NO_LOCAL_ENDPOINTS: 49,
+  DROP_FIB_LOOKUP: 50,
+  DROP_TTL_EXCEEDED: 51,
+  DROP_SNAT_UNTRACKED: 52,
+  DROP_DSR_ENCAP: 56,
+  DROP_DSR_DECAP: 57,
 } as const;
 export type MetricReasonEnumerator = keyof typeof MetricReason;
 

@@ -8,6 +8,8 @@
 //   ${bpfRoot}/links/clsact:${if}:${dir}:${netns path, URI-encoded}
 //                                              clsact attachments (a program pin that
 //                                              records the filter for detach/destroy)
+//   ${bpfRoot}/links/xdp:${if}:${netns path, URI-encoded}
+//                                              XDP links (xdp.ts; attached while pinned)
 //
 // Hash seed: the flow hash picks a flow's backend, so it must survive agent
 // restarts. bpffs holds only BPF objects, so the settings are kept in a
@@ -51,6 +53,7 @@ import {
   snat4Key,
   snat6Entry,
   snat6Key,
+  snat6Scratch,
   sock4RevnatEntry,
   sock4RevnatKey,
   sock6RevnatEntry,
@@ -130,12 +133,17 @@ export interface DataplaneMaps {
   /** Socket LB: (socket cookie, backend) → the frontend it stands for (LRU). */
   sockRevnat4: BpfMap<Sock4RevnatKey, Sock4RevnatEntry>;
   sockRevnat6: BpfMap<Sock6RevnatKey, Sock6RevnatEntry>;
+  /** DSR receiver: a flow's CT_DIR_REPLY key → the frontend its replies leave from (LRU). */
+  dsrRevnat4: BpfMap<Ct4Key, Lb4Revnat>;
+  dsrRevnat6: BpfMap<Ct6Key, Lb6Revnat>;
   ct4: BpfMap<Ct4Key, CtEntry>;
   ct6: BpfMap<Ct6Key, CtEntry>;
   frag4: BpfMap<Frag4Key, Frag4Entry>;
   frag6: BpfMap<Frag6Key, Frag6Entry>;
   snat4: BpfMap<Snat4Key, Snat4Entry>;
   snat6: BpfMap<Snat6Key, Snat6Entry>;
+  /** Per-CPU working space of the IPv6 SNAT paths (opaque). */
+  snat6Scratch: PerCpuMap<number, Buffer>;
   affinity4: BpfMap<Affinity4Key, AffinityEntry>;
   affinity6: BpfMap<Affinity6Key, AffinityEntry>;
   sourceRanges4: BpfMap<Srange4Key, SrangeEntry>;
@@ -159,12 +167,15 @@ const MAP_BINDINGS: { readonly [P in keyof DataplaneMaps]: MapBinding } = {
   revnat6: ['revnat6', u32Codec, lb6Revnat],
   sockRevnat4: ['sock_revnat4', sock4RevnatKey, sock4RevnatEntry],
   sockRevnat6: ['sock_revnat6', sock6RevnatKey, sock6RevnatEntry],
+  dsrRevnat4: ['dsr_revnat4', ct4Key, lb4Revnat],
+  dsrRevnat6: ['dsr_revnat6', ct6Key, lb6Revnat],
   ct4: ['ct4', ct4Key, ctEntry],
   ct6: ['ct6', ct6Key, ctEntry],
   frag4: ['frag4', frag4Key, frag4Entry],
   frag6: ['frag6', frag6Key, frag6Entry],
   snat4: ['snat4', snat4Key, snat4Entry],
   snat6: ['snat6', snat6Key, snat6Entry],
+  snat6Scratch: ['snat6_scratch', u32Codec, snat6Scratch],
   affinity4: ['affinity4', affinity4Key, affinityEntry],
   affinity6: ['affinity6', affinity6Key, affinityEntry],
   sourceRanges4: ['source_ranges4', srange4Key, srangeEntry],
@@ -255,13 +266,14 @@ export interface DataplaneLoadReport {
   replaced: readonly { name: string; reason: string }[];
 }
 
-function resolveNetns(netns: string | undefined): string | null {
+/** A netns option (path, or name under /run/netns) as a path; null for the agent's own. */
+export function resolveNetns(netns: string | undefined): string | null {
   if (netns === undefined || netns === '') return null;
   return netns.includes('/') ? netns : `/run/netns/${netns}`;
 }
 
 /** /run/netns/X → X, /proc/123/ns/net → pid123, null → host */
-function netnsLabel(path: string | null): string {
+export function netnsLabel(path: string | null): string {
   if (path === null) return 'host';
   const proc = /^\/proc\/(\d+)\/ns\/net$/.exec(path);
   if (proc) return `pid${proc[1]}`;

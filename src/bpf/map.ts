@@ -289,6 +289,66 @@ abstract class TypedMap<K, V> {
     return deleted;
   }
 
+  /**
+   * batchUpdate of entries encoded already: `count` keys and values back to
+   * back (keyCodec.size and valueBytes each). The agent's apply writes what
+   * its diff encoded once, without objects in between.
+   */
+  batchUpdateRaw(keys: Buffer, values: Buffer, count: number, flags: UpdateFlag = 'any'): void {
+    if (count === 0) return;
+    const ks = this.keyCodec.size;
+    const vs = this.valueBytes;
+    if (keys.length < count * ks || values.length < count * vs) {
+      throw new RangeError(`map ${this.name}: ${count} raw entries need ${count * ks}/${count * vs} bytes of keys/values`);
+    }
+    const one = (i: number): void => {
+      const ret = this.native.bpf_map_update_elem(this.fd, keys.subarray(i * ks, (i + 1) * ks), values.subarray(i * vs, (i + 1) * vs), UPDATE_FLAGS[flags]);
+      if (ret < 0) throw this.fail('update', this.keyCodec.decode(keys, i * ks), -ret);
+    };
+    if (!this.batchable('update')) {
+      for (let i = 0; i < count; i++) one(i);
+      return;
+    }
+    const opts = batchOpts(UPDATE_FLAGS[flags]);
+    const n = Buffer.alloc(4);
+    for (let start = 0; start < count; start += BATCH_CHUNK) {
+      const len = Math.min(BATCH_CHUNK, count - start);
+      n.writeUInt32LE(len, 0);
+      const ret = this.native.bpf_map_update_batch(
+        this.fd,
+        keys.subarray(start * ks, (start + len) * ks),
+        values.subarray(start * vs, (start + len) * vs),
+        n,
+        opts,
+      );
+      if (ret >= 0) continue;
+      const done = Math.min(n.readUInt32LE(0), len);
+      const errno = -ret;
+      if (isUnsupported(errno) || (errno === EINVAL && done === 0)) {
+        for (let i = start; i < count; i++) one(i);
+        this.markNoBatch('update');
+        return;
+      }
+      throw this.fail('update_batch', this.keyCodec.decode(keys, (start + done) * ks), errno);
+    }
+  }
+
+  /** batchDelete of `count` keys encoded already, back to back; absent keys are skipped. */
+  batchDeleteRaw(keys: Buffer, count: number): number {
+    const ks = this.keyCodec.size;
+    const all: K[] = [];
+    for (let i = 0; i < count; i++) all.push(this.keyCodec.decode(keys, i * ks));
+    return this.batchDelete(all);
+  }
+
+  /**
+   * Every entry, nothing decoded: chunks of [keys, values, count], `count`
+   * keys (keyCodec.size each) and values (valueBytes each) back to back.
+   */
+  *rawEntries(): Generator<[Buffer, Buffer, number]> {
+    yield* this.rawChunks(true);
+  }
+
   /** Every entry. Uses bpf_map_lookup_batch where supported, get_next_key otherwise. */
   *entries(): Generator<[K, V]> {
     for (const [kb, vb, n] of this.rawChunks(true)) {

@@ -57,6 +57,18 @@ export interface NativeCgroupAttachment {
   replaced: number;
 }
 
+/** struct strait_xdp_attachment (native/strait.h). */
+export interface NativeXdpAttachment {
+  mode: number;
+  ifindex: number;
+  updated: number;
+  native_errno: number;
+}
+
+export const STRAIT_XDP_AUTO = 0;
+export const STRAIT_XDP_NATIVE = 1;
+export const STRAIT_XDP_GENERIC = 2;
+
 export const STRAIT_TC_AUTO = 0;
 export const STRAIT_TC_TCX = 1;
 export const STRAIT_TC_CLSACT = 2;
@@ -182,6 +194,18 @@ export interface Native {
   ): number;
   /** Total output length (bigint: int64_t), or -errno. */
   strait_iter_run(progFd: number, netnsPath: string | null, buf: Ptr, size: number): bigint | number;
+  /** A listening TCP socket created inside netnsPath (null: ours), bound to addr ("" = every address); fd or -errno. */
+  strait_listen_tcp(netnsPath: string | null, addr: string, port: number, backlog: number): number;
+  strait_xdp_attach(
+    netnsPath: string | null,
+    ifname: string,
+    progFd: number,
+    mode: number,
+    pinPath: string,
+    out: Partial<NativeXdpAttachment>,
+  ): number;
+  /** progId (4 bytes): attached program id (0 = none); mode (4 bytes): STRAIT_XDP_NATIVE / _GENERIC / 0. */
+  strait_xdp_query(netnsPath: string | null, ifname: string, progId: Buffer, mode: Buffer): number;
 }
 
 /** The directory holding package.json, from src/bpf (vitest) or dist/src/bpf (tsc). */
@@ -239,6 +263,12 @@ export function loadNative(): Native {
     cgroup_id: 'uint64_t',
     updated: 'int32_t',
     replaced: 'int32_t',
+  });
+  koffi.struct('strait_xdp_attachment', {
+    mode: 'int32_t',
+    ifindex: 'uint32_t',
+    updated: 'int32_t',
+    native_errno: 'int32_t',
   });
   koffi.struct('strait_tc_attachment', {
     mode: 'int32_t',
@@ -334,6 +364,14 @@ export function loadNative(): Native {
         '_Out_ strait_cgroup_attachment *out)',
     ),
     strait_iter_run: s('int64_t strait_iter_run(int prog_fd, const char *netns_path, void *buf, uint32_t size)'),
+    strait_listen_tcp: s('int strait_listen_tcp(const char *netns_path, const char *addr, uint16_t port, int32_t backlog)'),
+    strait_xdp_attach: s(
+      'int strait_xdp_attach(const char *netns_path, const char *ifname, int prog_fd, int32_t mode, ' +
+        'const char *pin_path, _Out_ strait_xdp_attachment *out)',
+    ),
+    strait_xdp_query: s(
+      'int strait_xdp_query(const char *netns_path, const char *ifname, void *prog_id, void *mode)',
+    ),
   };
   native = bindings as unknown as Native;
   return native;

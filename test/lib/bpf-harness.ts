@@ -55,6 +55,8 @@ export const SMALL_MAP_SIZES: Readonly<Record<string, number>> = {
   affinity6: 256,
   source_ranges4: 64,
   source_ranges6: 64,
+  dsr_revnat4: 256,
+  dsr_revnat6: 256,
 };
 
 /**

@@ -93,7 +93,7 @@ describe('struct layout follows C rules', () => {
       lb4_key: 8, lb6_key: 20, lb_service: 20, lb_slot_key: 8, lb_slot: 4, lb4_backend: 16,
       lb6_backend: 40, lb4_revnat: 8, lb6_revnat: 20,
       sock4_revnat_key: 16, sock4_revnat_entry: 16, sock6_revnat_key: 32, sock6_revnat_entry: 28, ct4_key: 16, ct6_key: 40, ct_entry: 24,
-      frag4_key: 12, frag4_entry: 8, frag6_key: 40, frag6_entry: 20, service_name: 128, snat4_key: 8, snat4_entry: 16, snat6_key: 20,
+      frag4_key: 12, frag4_entry: 8, frag6_key: 40, frag6_entry: 20, service_name: 128, snat4_key: 16, snat4_entry: 16, snat6_key: 40,
       snat6_entry: 32, affinity4_key: 16, affinity6_key: 32, affinity_entry: 16,
       srange4_key: 12, srange6_key: 24, srange_entry: 4, node_config: 48, metrics_value: 16,
       lb_settings: 64, icmp_bucket: 16,

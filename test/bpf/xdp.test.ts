@@ -1,0 +1,286 @@
+// XDP on the uplink (bpf/strait_xdp.c, lib/xdp.h): frontend lookup,
+// loadBalancerSourceRanges drops, and DSR forwarding (encapsulation, XDP_TX /
+// redirect) before an skb exists, with the conntrack entries tc keeps; the
+// rest goes on to tc with XDP_PASS, uncounted. XDP is an accelerator: what it
+// sends is byte for byte what tc would send, and a flow either one started
+// is continued by the other.
+//
+// The XDP test object adopts the maps of the tc test object (one bpf root):
+//   node           198.18.2.1            2001:2::3:1          config addr, DSR mode
+//   clients        198.18.0.10-11        2001:2::1:10-11      inside the source ranges
+//   outsider       198.18.5.1            2001:2:0:5::1        outside them
+//   DSR LB         198.19.0.1            2001:2:0:ff::1       LB_F_DSR, :80 / :53
+//   no-DSR LB      198.19.0.2            2001:2:0:ff::2       (SNAT), same backend
+//   local LB       198.19.0.3            2001:2:0:ff::3       LB_F_DSR, backend on this node
+//   ranged LB      198.19.0.4            2001:2:0:ff::4       LB_F_DSR | LB_F_SOURCE_RANGES:
+//                                                             198.18.0.0/24, 2001:2::1:0/112
+//   empty LB       198.19.0.5            2001:2:0:ff::5       LB_F_DSR, no endpoints
+//   backend        198.18.1.1            2001:2::2:1          :80 / :53, another node
+//   local backend  198.18.1.9            2001:2::2:9          BE_F_LOCAL
+//   FIB (mocked)   out of ifindex 1 (the test run's own device: XDP_TX) or 7 (redirect)
+import { join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  BE_F_LOCAL,
+  CT_DIR_SERVICE,
+  CT_F_DSR,
+  CT_F_ESTABLISHED,
+  CT_F_SNAT,
+  LB_F_DSR,
+  LB_F_REJECT_NO_ENDPOINTS,
+  LB_F_SOURCE_RANGES,
+  LB_KIND_LOAD_BALANCER,
+  u32Codec,
+} from '../../src/bpf/abi.js';
+import type { MetricSample } from '../../src/bpf/dataplane.js';
+import { packageRoot } from '../../src/bpf/native.js';
+import { progTestRun } from '../../src/bpf/test-run.js';
+import { XdpProgram } from '../../src/bpf/xdp.js';
+import {
+  BpfHarness,
+  CASES,
+  FAMILIES,
+  VIP_PORT,
+  countedOnce,
+  flowFrame,
+  planOf,
+  type Counted,
+  type Family,
+  type FlowFrame,
+  type L4Proto,
+} from '../lib/bpf-harness.js';
+import { DSR_OVERHEAD, expectEncapsulated, setDsrNodeConfig, setTestMtu } from '../lib/dsr.js';
+import { FIB, NEXT_HOP_MAC, UPLINK_MAC, clearSnat, fibTestEntry } from '../lib/north-south.js';
+import { ipv6Tcp, parseFrame } from '../lib/packet.js';
+import { addService } from '../lib/services.js';
+
+const ROOT = '/sys/fs/bpf/strait-test-xdp';
+const XDP_TEST_OBJECT = join(packageRoot(), 'build', 'bpf', 'strait_xdp_test.o');
+const XDP = { DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
+const TC_ACT_REDIRECT = 7;
+/** BPF_PROG_TEST_RUN's XDP frames arrive on the loopback device of the test's namespace. */
+const TEST_RUN_IFINDEX = 1;
+
+let h: BpfHarness | undefined;
+let xdp: XdpProgram | undefined;
+const harness = (): BpfHarness => h!;
+const dp = () => harness().dp;
+
+const node = (f: Family) => planOf(f).node(1);
+const backend = (f: Family) => planOf(f).backend(1);
+const client = (f: Family, n = 10) => planOf(f).client(n);
+const outsider = (f: Family) => (f === 4 ? '198.18.5.1' : '2001:2:0:5::1');
+const fe = (f: Family, proto: L4Proto, n: 1 | 2 | 3 | 4 | 5) => ({ addr: planOf(f).vip(n), port: VIP_PORT[proto] });
+const svcId = (f: Family, proto: L4Proto, n: number) => f * 100 + (proto === 'tcp' ? 10 : 50) + n;
+
+function toFrontend(f: Family, proto: L4Proto, to: { addr: string; port: number }, sport: number, extra: Partial<FlowFrame> = {}): Buffer {
+  return flowFrame(f, proto, { src: client(f), dst: to.addr, sport, dport: to.port, payload: 'hello', ...extra });
+}
+
+function snapshot(): Map<string, MetricSample> {
+  return new Map(dp().readMetrics().map((m) => [`${m.dir}/${m.reason}`, m]));
+}
+
+/** Runs one frame through the XDP program; `counted` is every counter that moved. */
+function runXdp(frame: Buffer): { retval: number; data: Buffer; counted: Counted[] } {
+  const before = snapshot();
+  const r = progTestRun(xdp!.fd, { data: frame });
+  const counted: Counted[] = [];
+  for (const [key, a] of snapshot()) {
+    const b = before.get(key);
+    const packets = a.packets - (b?.packets ?? 0n);
+    const bytes = a.bytes - (b?.bytes ?? 0n);
+    if (packets !== 0n || bytes !== 0n) counted.push({ reason: a.reason, dir: a.dir, packets, bytes });
+  }
+  return { retval: r.retval, data: Buffer.from(r.data), counted };
+}
+
+/** Route lookups answer `ret` out of `ifindex` with the north-south MACs. */
+function mockFibVia(ifindex: number, ret: number = FIB.SUCCESS): void {
+  const m = dp().map('fib_test', u32Codec, fibTestEntry);
+  const mac = (s: string) => Buffer.from(s.split(':').map((x) => parseInt(x, 16)));
+  try {
+    m.update(0, { ifindex, ret, smac: mac(UPLINK_MAC), dmac: mac(NEXT_HOP_MAC), src: Buffer.alloc(16), dst: Buffer.alloc(16), lookups: 0 });
+  } finally {
+    m.close();
+  }
+}
+
+function ctEntries(f: Family) {
+  return f === 4 ? [...dp().maps.ct4.entries()] : [...dp().maps.ct6.entries()];
+}
+
+beforeAll(() => {
+  h = BpfHarness.open(ROOT);
+  xdp = XdpProgram.open({ dataplane: h.dp, objectPath: XDP_TEST_OBJECT });
+  for (const [f, proto] of CASES) {
+    const port = VIP_PORT[proto];
+    const remote = { id: svcId(f, proto, 0), addr: backend(f), port };
+    const local = { id: svcId(f, proto, 9), addr: planOf(f).backend(9), port, flags: BE_F_LOCAL };
+    const dsr = LB_F_REJECT_NO_ENDPOINTS | LB_F_DSR;
+    const add = (n: 1 | 2 | 3 | 4 | 5, flags: number, backends: (typeof remote)[]) =>
+      addService(h!.dp, { id: svcId(f, proto, n), vip: fe(f, proto, n).addr, port, proto, kind: LB_KIND_LOAD_BALANCER, flags, backends });
+    add(1, dsr, [remote]);
+    add(2, LB_F_REJECT_NO_ENDPOINTS, [remote]);
+    add(3, dsr, [local]);
+    add(4, dsr | LB_F_SOURCE_RANGES, [remote]);
+    add(5, dsr, []);
+    if (f === 4) h.dp.maps.sourceRanges4.update({ prefixlen: 32 + 24, serviceId: svcId(4, proto, 4), addr: '198.18.0.0' }, { allow: 1 });
+    else h.dp.maps.sourceRanges6.update({ prefixlen: 32 + 112, serviceId: svcId(6, proto, 4), addr: '2001:2::1:0' }, { allow: 1 });
+  }
+});
+
+afterAll(() => {
+  xdp?.close();
+  BpfHarness.destroy(h, ROOT);
+});
+
+beforeEach(() => {
+  harness().clearFlows();
+  clearSnat(dp());
+  setDsrNodeConfig(dp(), { addr4: node(4), addr6: node(6) });
+  mockFibVia(TEST_RUN_IFINDEX);
+  setTestMtu(dp(), 0);
+});
+
+describe('XDP: what it leaves to tc (XDP_PASS, uncounted, untouched, no state)', () => {
+  it.each(CASES)('IPv%i %s: not a frontend', (f, proto) => {
+    const input = toFrontend(f, proto, { addr: planOf(f).vip(200), port: 80 }, 40000);
+    const r = runXdp(input);
+    expect(r).toMatchObject({ retval: XDP.PASS, counted: [] });
+    expect(r.data.equals(input)).toBe(true);
+  });
+
+  const cases: [string, (f: Family, proto: L4Proto) => Buffer, () => void][] = [
+    ['a frontend without LB_F_DSR (SNAT is tc\'s)', (f, p) => toFrontend(f, p, fe(f, p, 2), 40001), () => {}],
+    ['a backend on this node', (f, p) => toFrontend(f, p, fe(f, p, 3), 40002), () => {}],
+    ['a frontend without endpoints (tc rejects it)', (f, p) => toFrontend(f, p, fe(f, p, 5), 40003), () => {}],
+    ['no neighbour entry yet (tc resolves it)', (f, p) => toFrontend(f, p, fe(f, p, 1), 40004), () => mockFibVia(TEST_RUN_IFINDEX, FIB.NO_NEIGH)],
+    ['no route (tc counts the drop)', (f, p) => toFrontend(f, p, fe(f, p, 1), 40005), () => mockFibVia(TEST_RUN_IFINDEX, FIB.NOT_FWDED)],
+    ['too big once encapsulated (tc answers with ICMP)', (f, p) => toFrontend(f, p, fe(f, p, 1), 40006, { payload: Buffer.alloc(1400) }), () => setTestMtu(dp(), 1420)],
+    ['DSR mode off on the node', (f, p) => toFrontend(f, p, fe(f, p, 1), 40007), () => setDsrNodeConfig(dp(), { addr4: node(4), addr6: node(6), dsr: false })],
+  ];
+  const table = FAMILIES.flatMap((f) => (['tcp', 'udp'] as const).flatMap((p) => cases.map(([name, frame, setup]) => [f, p, name, frame, setup] as const)));
+  it.each(table)('IPv%i %s: %s', (f, proto, _name, frame, setup) => {
+    setup();
+    const input = frame(f, proto);
+    const r = runXdp(input);
+    expect(r).toMatchObject({ retval: XDP.PASS, counted: [] });
+    expect(r.data.equals(input)).toBe(true);
+    expect(ctEntries(f)).toHaveLength(0);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a RST without a flow (tc drops and counts it)', (f) => {
+    const r = runXdp(toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40008, { flags: { rst: true } }));
+    expect(r).toMatchObject({ retval: XDP.PASS, counted: [] });
+  });
+
+  it('IPv6 with an extension header (DSR carries plain packets only)', () => {
+    const input = ipv6Tcp({ src: client(6), dst: fe(6, 'tcp', 1).addr, sport: 40009, dport: 80, flags: { syn: true }, extHeaders: [{ type: 'dst' }] });
+    expect(runXdp(input)).toMatchObject({ retval: XDP.PASS, counted: [] });
+  });
+
+  it.each(FAMILIES)("IPv%i udp: a flow tc tracks without DSR (SNAT) stays with tc", (f) => {
+    setDsrNodeConfig(dp(), { addr4: node(4), addr6: node(6), dsr: false });
+    const input = toFrontend(f, 'udp', fe(f, 'udp', 1), 40010);
+    expect(harness().ingress(input).counted[0]?.reason).toBe('service_snat');
+    setDsrNodeConfig(dp(), { addr4: node(4), addr6: node(6) });
+    const r = runXdp(input);
+    expect(r).toMatchObject({ retval: XDP.PASS, counted: [] });
+    expect(ctEntries(f).some(([, e]) => (e.flags & CT_F_SNAT) !== 0)).toBe(true);
+  });
+});
+
+describe('XDP: loadBalancerSourceRanges', () => {
+  it.each(CASES)('IPv%i %s: a client outside every range is dropped and counted', (f, proto) => {
+    const input = flowFrame(f, proto, { src: outsider(f), dst: fe(f, proto, 4).addr, sport: 40020, dport: VIP_PORT[proto], payload: 'x' });
+    const r = runXdp(input);
+    expect(r.retval).toBe(XDP.DROP);
+    expect(r.counted).toEqual(countedOnce('drop_source_range', 'ingress', input));
+    expect(ctEntries(f)).toHaveLength(0);
+  });
+
+  it.each(CASES)('IPv%i %s: a client inside a range goes on (DSR here)', (f, proto) => {
+    const input = toFrontend(f, proto, fe(f, proto, 4), 40021);
+    const r = runXdp(input);
+    expect(r.retval).toBe(XDP.TX);
+    expect(r.counted).toEqual(countedOnce('xdp_dsr_encap', 'ingress', input));
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: tc drops the same client with XDP off', (f) => {
+    const input = flowFrame(f, 'tcp', { src: outsider(f), dst: fe(f, 'tcp', 4).addr, sport: 40022, dport: 80, payload: 'x' });
+    expect(harness().ingress(input).counted).toEqual(countedOnce('drop_source_range', 'ingress', input));
+  });
+});
+
+describe('XDP: DSR forwarding', () => {
+  it.each(CASES)('IPv%i %s: a new flow is encapsulated and sent back out (XDP_TX), with the conntrack entry tc makes', (f, proto) => {
+    const input = toFrontend(f, proto, fe(f, proto, 1), 40030);
+    const r = runXdp(input);
+    expect(r.retval).toBe(XDP.TX);
+    expect(r.counted).toEqual(countedOnce('xdp_dsr_encap', 'ingress', input));
+    expectEncapsulated(r.data, input, node(f), backend(f));
+    const ct = ctEntries(f);
+    expect(ct).toHaveLength(1);
+    const [key, e] = ct[0]!;
+    expect(key).toMatchObject({ saddr: client(f), daddr: fe(f, proto, 1).addr, sport: 40030, dport: VIP_PORT[proto], dir: CT_DIR_SERVICE });
+    expect(e.flags & CT_F_DSR).toBe(CT_F_DSR);
+    expect(e.backendId).toBe(svcId(f, proto, 0));
+  });
+
+  it.each(CASES)('IPv%i %s: byte for byte what tc sends for the same packet', (f, proto) => {
+    const input = toFrontend(f, proto, fe(f, proto, 1), 40031);
+    const viaXdp = runXdp(input);
+    harness().clearFlows();
+    const viaTc = harness().ingress(input);
+    expect(viaTc.retval).toBe(TC_ACT_REDIRECT);
+    expect(viaXdp.data.equals(viaTc.data)).toBe(true);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: another egress device than the ingress one: bpf_redirect (XDP_REDIRECT)', (f) => {
+    mockFibVia(7);
+    const input = toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40032);
+    const r = runXdp(input);
+    expect(r.retval).toBe(XDP.REDIRECT);
+    expect(r.counted).toEqual(countedOnce('xdp_dsr_encap', 'ingress', input));
+    expectEncapsulated(r.data, input, node(f), backend(f));
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: the established flow: XDP_TX again, conntrack state moves on', (f) => {
+    expect(runXdp(toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40033)).retval).toBe(XDP.TX);
+    const ack = toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40033, { flags: { ack: true }, seq: 1001, ack: 1 });
+    const r = runXdp(ack);
+    expect(r.retval).toBe(XDP.TX);
+    expect(r.counted).toEqual(countedOnce('xdp_dsr_encap', 'ingress', ack));
+    expectEncapsulated(r.data, ack, node(f), backend(f));
+    expect(ctEntries(f)[0]![1].flags & CT_F_ESTABLISHED).toBe(CT_F_ESTABLISHED);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a flow tc started (XDP attached later) is continued by XDP', (f) => {
+    expect(harness().ingress(toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40034)).counted[0]?.reason).toBe('dsr_encap');
+    const ack = toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40034, { flags: { ack: true }, seq: 1001, ack: 1 });
+    const r = runXdp(ack);
+    expect(r.retval).toBe(XDP.TX);
+    expectEncapsulated(r.data, ack, node(f), backend(f));
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a flow XDP started is continued by tc (XDP detached, or a packet it passed)', (f) => {
+    expect(runXdp(toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40035)).retval).toBe(XDP.TX);
+    const ack = toFrontend(f, 'tcp', fe(f, 'tcp', 1), 40035, { flags: { ack: true }, seq: 1001, ack: 1 });
+    const r = harness().ingress(ack);
+    expect(r.retval).toBe(TC_ACT_REDIRECT);
+    expect(r.counted).toEqual(countedOnce('dsr_encap', 'ingress', ack));
+    expectEncapsulated(r.data, ack, node(f), backend(f));
+  });
+
+  it.each(FAMILIES)('IPv%i udp: too big for XDP: tc answers it, the flow XDP made stays', (f) => {
+    expect(runXdp(toFrontend(f, 'udp', fe(f, 'udp', 1), 40036)).retval).toBe(XDP.TX);
+    setTestMtu(dp(), 1420);
+    const big = toFrontend(f, 'udp', fe(f, 'udp', 1), 40036, { payload: Buffer.alloc(1420 - (f === 4 ? 28 : 48) - DSR_OVERHEAD[f] + 1) });
+    expect(runXdp(big)).toMatchObject({ retval: XDP.PASS, counted: [] });
+    const r = harness().ingress(big);
+    expect(r.counted).toEqual(countedOnce('frag_needed_reply', 'ingress', big));
+    expect(parseFrame(r.data).l4.icmp?.mtu).toBe(1420 - DSR_OVERHEAD[f]);
+    expect(ctEntries(f)).toHaveLength(1);
+  });
+});
