@@ -8,6 +8,7 @@ import { Agent, type AgentConfig } from './agent.js';
 import { DEVICE_RESCAN_MS } from './devices.js';
 import { DEFAULT_HEALTHZ_ADDR, DEFAULT_METRICS_ADDR } from './http.js';
 import { createLogger, parseLogFormat, parseLogLevel } from './logger.js';
+import { DEFAULT_NODEPORT_RANGE, DEFAULT_SNAT_PORT_RANGE, parsePortRange, rangesOverlap } from './node-config.js';
 import { DEFAULT_STATE_DIR } from './status-file.js';
 
 export const AGENT_USAGE = `strait agent — the node agent: Services and EndpointSlices into the BPF maps
@@ -30,6 +31,19 @@ Dataplane:
   --devices-netns NS         the devices are in this network namespace (path or /run/netns name), not the agent's
   --tc-mode auto|tcx|clsact  how to attach (default auto: tcx where the kernel has it)
   --map-size NAME=N          max_entries of a map, repeatable (e.g. ct4=1048576)
+  --snat-port-range MIN-MAX  source ports of NodePort/LoadBalancer/externalIP traffic SNATed to a backend
+                             on another node (default ${DEFAULT_SNAT_PORT_RANGE.min}-${DEFAULT_SNAT_PORT_RANGE.max}: clear of the
+                             ephemeral range 32768-60999 the node's own sockets use, and of NodePorts)
+  --dsr                      direct server return: NodePort/LoadBalancer/externalIP traffic to a backend on
+                             another node is encapsulated (IPIP / IPv6-in-IPv6) to it, and the backend's node
+                             answers the client itself (client address kept). Frontends whose targetPort is
+                             not their port stay SNAT (\`strait lb list\` says so). Every node needs it for
+                             the replies: the backend's node decapsulates and rewrites them
+  --xdp                      XDP on the uplinks (the --devices given by name, not patterns): frontend lookup,
+                             loadBalancerSourceRanges drops and DSR forwarding before the kernel builds an
+                             skb; the rest goes on to tc. Without it, tc does the same work. Off: detach
+                             what an earlier agent attached
+  --xdp-mode auto|native|generic   how to attach (default auto: native where the driver has XDP)
 Socket LB (pods and host processes reach Services at connect()/sendmsg(), no per-packet NAT):
   --socket-lb                on, attached to the cgroup v2 root (from /proc/mounts): every process of the node
   --cgroup PATH              on, attached to this cgroup v2 directory instead (implies --socket-lb)
@@ -43,6 +57,10 @@ HTTP:
   --metrics-addr HOST:PORT   /metrics, /healthz, /readyz (default ${DEFAULT_METRICS_ADDR}; "" = off)
   --healthz-addr HOST:PORT   node health like kube-proxy (default ${DEFAULT_HEALTHZ_ADDR}; "" = off)
   --health-check-bind ADDR   address of the health-check node ports (default: all)
+  --health-netns NS          node health (--healthz-addr) and the health-check node ports listen inside
+                             this network namespace (path or /run/netns name), where load balancers
+                             reach the node's addresses; default the agent's own. Not implied by
+                             --devices-netns (the lab gives both the node's namespace); /metrics stays here
 Output:
   --state-dir DIR            status file for the CLI (default ${DEFAULT_STATE_DIR})
   --log-format json|text     default: text on a TTY, JSON otherwise
@@ -77,6 +95,10 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
       'devices-netns': { type: 'string' },
       'tc-mode': { type: 'string', default: 'auto' },
       'map-size': { type: 'string', multiple: true },
+      'snat-port-range': { type: 'string' },
+      dsr: { type: 'boolean', default: false },
+      xdp: { type: 'boolean', default: false },
+      'xdp-mode': { type: 'string', default: 'auto' },
       'socket-lb': { type: 'boolean' },
       cgroup: { type: 'string' },
       'min-sync-period': { type: 'string', default: '1s' },
@@ -84,6 +106,7 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
       'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
       'healthz-addr': { type: 'string', default: DEFAULT_HEALTHZ_ADDR },
       'health-check-bind': { type: 'string' },
+      'health-netns': { type: 'string' },
       'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
       'log-format': { type: 'string', default: 'auto' },
       'log-level': { type: 'string', default: 'info' },
@@ -112,6 +135,13 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
     if (!m) throw new Error(`--map-size: want NAME=N, got ${JSON.stringify(spec)}`);
     mapSizes[m[1] as string] = Number(m[2]);
   }
+  const snat = values['snat-port-range'];
+  const snatPortRange = snat === undefined ? DEFAULT_SNAT_PORT_RANGE : parsePortRange('--snat-port-range', snat);
+  if (rangesOverlap(snatPortRange, DEFAULT_NODEPORT_RANGE)) {
+    throw new Error(`--snat-port-range ${snatPortRange.min}-${snatPortRange.max} overlaps the NodePort range ${DEFAULT_NODEPORT_RANGE.min}-${DEFAULT_NODEPORT_RANGE.max}`);
+  }
+  const xdpMode = values['xdp-mode'];
+  if (xdpMode !== 'auto' && xdpMode !== 'native' && xdpMode !== 'generic') throw new Error(`--xdp-mode: want auto, native or generic, got ${xdpMode}`);
   const minSyncPeriodMs = parseDuration('--min-sync-period', values['min-sync-period']);
   const syncPeriodMs = parseDuration('--sync-period', values['sync-period']);
   if (syncPeriodMs < minSyncPeriodMs) throw new Error('--sync-period must be at least --min-sync-period');
@@ -132,11 +162,15 @@ export function parseAgentFlags(args: string[]): AgentConfig | 'help' {
     metricsAddr: values['metrics-addr'],
     healthzAddr: values['healthz-addr'],
     healthCheckBindAddresses: bind === undefined ? [''] : list(bind),
+    healthNetns: values['health-netns'] === '' ? undefined : values['health-netns'],
     minSyncPeriodMs,
     syncPeriodMs,
     nodePortAddresses: nodePortAddresses.length > 0 ? nodePortAddresses : undefined,
     nodeAddresses: nodeAddresses.length > 0 ? nodeAddresses : undefined,
     mapSizes,
+    snatPortRange,
+    dsr: values.dsr,
+    xdp: values.xdp ? xdpMode : undefined,
     log: createLogger({ format: format.value, level: level.value }),
   };
 }

@@ -21,6 +21,12 @@ export interface HealthCheckServersOptions {
    * --nodeport-addresses, the node's matching addresses.
    */
   readonly bindAddresses?: readonly string[];
+  /**
+   * The network namespace the ports listen in (a path or a name under
+   * /run/netns): the one holding the node's addresses, when the agent runs
+   * outside it (the lab's agents, with --health-netns). Default: the agent's own.
+   */
+  readonly netns?: string | undefined;
   /** kube-proxy's serviceProxyHealthy: while false every health check answers 503. Default: always healthy. */
   readonly isProxyHealthy?: () => boolean;
   readonly log?: Logger;
@@ -53,6 +59,7 @@ interface Instance {
 
 export class HealthCheckServers {
   readonly #bindAddresses: readonly string[];
+  readonly #netns: string | undefined;
   readonly #isProxyHealthy: () => boolean;
   readonly #log: Logger;
   readonly #instances = new Map<string, Instance>();
@@ -63,6 +70,7 @@ export class HealthCheckServers {
 
   constructor(options: HealthCheckServersOptions = {}) {
     this.#bindAddresses = options.bindAddresses ?? [''];
+    this.#netns = options.netns === '' ? undefined : options.netns;
     this.#isProxyHealthy = options.isProxyHealthy ?? (() => true);
     this.#log = (options.log ?? silentLogger).child({ component: 'healthcheck' });
   }
@@ -148,6 +156,7 @@ export class HealthCheckServers {
         service: refText(hc.ref),
         nodePort: hc.nodePort,
         addresses: opened.instance.listeners.map((l) => formatListenAddress(l.address)),
+        ...(this.#netns !== undefined ? { netns: this.#netns } : {}),
         localEndpoints: hc.localEndpoints,
       });
     }
@@ -157,8 +166,11 @@ export class HealthCheckServers {
   async #open(hc: HealthCheck): Promise<{ instance: Instance } | { error: HealthCheckListenError }> {
     const instance: Instance = { ref: hc.ref, nodePort: hc.nodePort, localEndpoints: hc.localEndpoints, listeners: [] };
     for (const host of this.#bindAddresses) {
-      const result = await listenHttp({ host, port: hc.nodePort }, (req, res) => this.#answer(instance, req, res), (e) =>
-        this.#log.error('health check server error', { service: refText(hc.ref), nodePort: hc.nodePort, error: e }),
+      const result = await listenHttp(
+        { host, port: hc.nodePort },
+        (req, res) => this.#answer(instance, req, res),
+        (e) => this.#log.error('health check server error', { service: refText(hc.ref), nodePort: hc.nodePort, error: e }),
+        { netns: this.#netns },
       );
       if (!result.ok) {
         // Close what this Service already opened, so that a later sync can retry cleanly.

@@ -1,7 +1,13 @@
 // Opening and closing HTTP listeners, with failures as values: a port already
 // in use is an outcome the caller reports, not an exception.
+//
+// A listener may live in another network namespace than the agent (the lab's
+// agents run in the root namespace for nodes that are namespaces): the native
+// shim creates and binds the socket inside that namespace and Node serves the
+// fd from here — a socket keeps the namespace it was created in.
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
+import { constants as osConstants } from 'node:os';
 
 /** Where to listen: host "" = every address (IPv6 and IPv4 when the host has IPv6). */
 export interface ListenAddress {
@@ -40,13 +46,55 @@ export function formatListenAddress(a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
+export interface ListenOptions {
+  /**
+   * Listen inside this network namespace (a path such as /proc/PID/ns/net or
+   * /run/netns/X, or a name under /run/netns) instead of the agent's own.
+   */
+  readonly netns?: string | undefined;
+}
+
+/** A netns name or path → its path (names live under /run/netns, as `ip netns`). */
+export function netnsPath(netns: string): string {
+  return netns.includes('/') ? netns : `/run/netns/${netns}`;
+}
+
+function errnoCode(errno: number): string {
+  for (const [name, value] of Object.entries(osConstants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
+}
+
+/** A bound, listening socket inside `netns` (native shim); the fd, or the failure. */
+async function listenSocketIn(netns: string, address: ListenAddress): Promise<{ ok: true; fd: number } | { ok: false; error: ListenError }> {
+  const where = `${formatListenAddress(address)} in netns ${netns}`;
+  let fd: number;
+  try {
+    const { loadNative } = await import('../bpf/native.js');
+    fd = loadNative().strait_listen_tcp(netnsPath(netns), address.host, address.port, 511);
+  } catch (e: unknown) {
+    return { ok: false, error: { address: where, code: 'ENATIVE', message: `cannot listen in netns ${netns}: ${e instanceof Error ? e.message : String(e)}` } };
+  }
+  if (fd < 0) {
+    const code = errnoCode(-fd);
+    return { ok: false, error: { address: where, code, message: `listen ${where}: ${code}` } };
+  }
+  return { ok: true, fd };
+}
+
 /** Starts an HTTP server on `address`; resolves once it listens, or with the error. */
-export function listenHttp(
+export async function listenHttp(
   address: ListenAddress,
   handler: RequestListener,
   /** Errors of the server once it listens (they are rare: accept failures). */
   onServerError: (error: unknown) => void = () => {},
+  options: ListenOptions = {},
 ): Promise<{ ok: true; value: OpenListener } | { ok: false; error: ListenError }> {
+  let fd: number | undefined;
+  if (options.netns !== undefined && options.netns !== '') {
+    const opened = await listenSocketIn(options.netns, address);
+    if (!opened.ok) return opened;
+    fd = opened.fd;
+  }
   const server = createServer(handler);
   // Health checkers and scrapers keep connections open; do not let one hold a close.
   server.keepAliveTimeout = 5000;
@@ -60,7 +108,8 @@ export function listenHttp(
       });
     };
     server.once('error', onError);
-    server.listen({ host: address.host === '' ? undefined : address.host, port: address.port }, () => {
+    const where = fd !== undefined ? { fd } : { host: address.host === '' ? undefined : address.host, port: address.port };
+    server.listen(where, () => {
       server.off('error', onError);
       server.on('error', onServerError);
       const bound = server.address() as AddressInfo;

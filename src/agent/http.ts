@@ -5,6 +5,9 @@
 //   --healthz-bind-address), which load balancers probe for node health:
 //   /healthz, /livez, /readyz. No metrics there: it listens on every address.
 // When both addresses are the same, one listener serves everything.
+// Node health may listen in another network namespace (healthzNetns: where the
+// node's addresses are, when the agent runs outside it, as in the lab); the
+// metrics address stays in the agent's own.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AgentHealth, ProxyHealthReport } from './health.js';
 import {
@@ -26,6 +29,8 @@ export interface HttpOptions {
   readonly metricsAddr?: string;
   /** host:port for node health; "" = off. Default DEFAULT_HEALTHZ_ADDR. */
   readonly healthzAddr?: string;
+  /** The network namespace node health listens in (path or /run/netns name); default the agent's own. */
+  readonly healthzNetns?: string | undefined;
   readonly health: AgentHealth;
   readonly registry: Registry;
   readonly log?: Logger;
@@ -56,8 +61,10 @@ export async function startHttp(options: HttpOptions): Promise<{ ok: true; value
   const health = healthRoutes(options.health);
   const metricsRoutes: Record<string, Route> = { ...health, '/metrics': metricsRoute(options.registry, log) };
 
-  // The same fixed address for both: one listener (port 0 asks for two different ports).
-  const shared = metricsText !== '' && metricsText === healthzText && !metricsText.endsWith(':0');
+  const healthzNetns = options.healthzNetns === '' ? undefined : options.healthzNetns;
+  // The same fixed address for both: one listener (port 0 asks for two different ports; another
+  // namespace is another address).
+  const shared = metricsText !== '' && metricsText === healthzText && !metricsText.endsWith(':0') && healthzNetns === undefined;
   const wanted: { server: 'metrics' | 'healthz'; text: string; routes: Record<string, Route> }[] = [];
   if (metricsText !== '') wanted.push({ server: 'metrics', text: metricsText, routes: metricsRoutes });
   if (healthzText !== '' && !shared) wanted.push({ server: 'healthz', text: healthzText, routes: health });
@@ -71,11 +78,17 @@ export async function startHttp(options: HttpOptions): Promise<{ ok: true; value
   for (const w of wanted) {
     const parsed = parseListenAddress(w.text);
     if (!parsed.ok) return fail({ kind: 'address', server: w.server, message: parsed.error });
-    const listener = await listenHttp(parsed.value, router(w.routes, log), (e) => log.error('HTTP server error', { server: w.server, error: e }));
+    const netns = w.server === 'healthz' ? healthzNetns : undefined;
+    const listener = await listenHttp(parsed.value, router(w.routes, log), (e) => log.error('HTTP server error', { server: w.server, error: e }), { netns });
     if (!listener.ok) return fail({ kind: 'listen', server: w.server, ...listener.error });
     open.push(listener.value);
     bound[w.server] = listener.value.address;
-    log.info('listening', { server: w.server, address: formatListenAddress(listener.value.address), paths: Object.keys(w.routes).sort() });
+    log.info('listening', {
+      server: w.server,
+      address: formatListenAddress(listener.value.address),
+      ...(netns !== undefined ? { netns } : {}),
+      paths: Object.keys(w.routes).sort(),
+    });
   }
   if (shared) bound.healthz = bound.metrics;
 

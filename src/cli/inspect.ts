@@ -27,6 +27,7 @@ import {
   LB_KIND_LOAD_BALANCER,
   LB_KIND_NODE_PORT,
   LB_SCOPE_INTERNAL,
+  NODE_MODE_DSR,
   type CtEntry,
   type LbService,
 } from '../bpf/abi.js';
@@ -93,9 +94,36 @@ export interface FrontendView {
   readonly affinityTimeoutSeconds: number;
   /** The Service has no endpoints here: what happens to its traffic. */
   readonly noEndpoints: 'reject' | 'drop' | null;
+  /** How traffic arriving from outside reaches a backend on another node (see remoteMode). */
+  readonly remote: RemoteMode;
+  /**
+   * Why a north-south frontend is SNATed on a node running with --dsr:
+   * 'targetPort≠port' — a backend listens on another port than the
+   * frontend's, which DSR cannot carry (bpf/lib/dsr.h). null otherwise.
+   */
+  readonly remoteWhy: 'targetPort≠port' | null;
   readonly backends: readonly (BackendView & { readonly slot: number })[];
   /** Slots whose backend entry is missing (should never happen: a bug or a map edited by hand). */
   readonly missingBackends: readonly { slot: number; id: number | null }[];
+}
+
+/**
+ * How a frontend's traffic from outside the node reaches a backend on another
+ * node (bpf/lib/uplink.h): 'snat' — source rewritten to the node (north-south
+ * frontends, the default); 'dsr' — encapsulated, the backend answers the client
+ * directly; 'local-only' — externalTrafficPolicy: Local, only this node's
+ * backends, client address kept; 'dnat' — destination rewritten only, the
+ * replies must route back through this node (ClusterIP, and internal-scope
+ * entries, which only cluster traffic uses). A backend on this node is always
+ * reached directly, without SNAT.
+ */
+export type RemoteMode = 'snat' | 'dsr' | 'local-only' | 'dnat';
+
+export function remoteMode(scope: number, svc: Pick<LbService, 'kind' | 'flags'>): RemoteMode {
+  if (svc.kind === LB_KIND_CLUSTER_IP || scope === LB_SCOPE_INTERNAL) return 'dnat';
+  if ((svc.flags & LB_F_LOCAL_EXTERNAL) !== 0) return 'local-only';
+  if ((svc.flags & LB_F_DSR) !== 0) return 'dsr';
+  return 'snat';
 }
 
 export interface LbList {
@@ -122,7 +150,12 @@ function backendView(maps: PinnedMaps, id: number): BackendView | undefined {
   };
 }
 
-function frontendView(maps: PinnedMaps, key: { addr: string; port: number; proto: number; scope: number }, svc: LbService): FrontendView {
+function frontendView(
+  maps: PinnedMaps,
+  key: { addr: string; port: number; proto: number; scope: number },
+  svc: LbService,
+  dsrNode: boolean,
+): FrontendView {
   const backends: (BackendView & { slot: number })[] = [];
   const missingBackends: { slot: number; id: number | null }[] = [];
   for (let slot = 1; slot <= svc.backendCount; slot++) {
@@ -146,6 +179,9 @@ function frontendView(maps: PinnedMaps, key: { addr: string; port: number; proto
     flags: flagNames(svc.flags, SERVICE_FLAGS),
     affinityTimeoutSeconds: (svc.flags & LB_F_AFFINITY) !== 0 ? svc.affinityTimeout : 0,
     noEndpoints: svc.backendCount === 0 ? ((svc.flags & LB_F_REJECT_NO_ENDPOINTS) !== 0 ? 'reject' : 'drop') : null,
+    remote: remoteMode(key.scope, svc),
+    remoteWhy:
+      dsrNode && remoteMode(key.scope, svc) === 'snat' && backends.some((b) => b.port !== key.port) ? 'targetPort≠port' : null,
     backends,
     missingBackends,
   };
@@ -153,8 +189,9 @@ function frontendView(maps: PinnedMaps, key: { addr: string; port: number; proto
 
 export function lbList(maps: PinnedMaps, status: AgentStatus | undefined): LbList {
   const frontends: FrontendView[] = [];
-  for (const [key, svc] of maps.services4?.entries() ?? []) frontends.push(frontendView(maps, key, svc));
-  for (const [key, svc] of maps.services6?.entries() ?? []) frontends.push(frontendView(maps, key, svc));
+  const dsrNode = ((maps.config?.lookup(0)?.modes ?? 0) & NODE_MODE_DSR) !== 0;
+  for (const [key, svc] of maps.services4?.entries() ?? []) frontends.push(frontendView(maps, key, svc, dsrNode));
+  for (const [key, svc] of maps.services6?.entries() ?? []) frontends.push(frontendView(maps, key, svc, dsrNode));
   frontends.sort(
     (a, b) => (a.service ?? '').localeCompare(b.service ?? '') || a.frontend.localeCompare(b.frontend) || a.scope.localeCompare(b.scope),
   );

@@ -78,11 +78,12 @@ function cmdLbList(f: ReadFlags): void {
       fe.frontend,
       fe.kind + (fe.scope === 'internal' ? ' (internal)' : ''),
       fe.flags.join(',') || '-',
+      fe.remoteWhy !== null ? `${fe.remote}: ${fe.remoteWhy}` : fe.remote,
       fe.noEndpoints !== null
         ? `none (${fe.noEndpoints})`
         : fe.backends.map((b) => `${b.address.includes(':') ? `[${b.address}]` : b.address}:${b.port}${b.state === 'active' ? '' : ` (${b.state})`}`).join(', '),
     ]);
-    const out = [table(['service', 'frontend', 'kind', 'flags', 'backends'], rows)];
+    const out = [table(['service', 'frontend', 'kind', 'flags', 'remote', 'backends'], rows)];
     if (view.skipped.length > 0) {
       out.push('', 'Skipped Services:', table(['service', 'reason', 'why'], view.skipped.map((s) => [s.service, s.reason, s.message])));
     }

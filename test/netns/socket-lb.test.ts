@@ -17,7 +17,14 @@
 import { rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BE_STATE_QUARANTINED, LB_F_REJECT_NO_ENDPOINTS, LB_F_TWO_SCOPES, LB_SCOPE_INTERNAL } from '../../src/bpf/abi.js';
+import {
+  BE_STATE_QUARANTINED,
+  LB_F_AFFINITY,
+  LB_F_REJECT_NO_ENDPOINTS,
+  LB_F_TWO_SCOPES,
+  LB_SCOPE_EXTERNAL,
+  LB_SCOPE_INTERNAL,
+} from '../../src/bpf/abi.js';
 import { Dataplane } from '../../src/bpf/dataplane.js';
 import { MapType, mapInfo } from '../../src/bpf/map.js';
 import { loadNative } from '../../src/bpf/native.js';
@@ -293,6 +300,70 @@ describe('socket LB (cgroup connect/sendmsg/recvmsg/getpeername) with real socke
       expect(b.errors).toEqual([]);
       expect(b.reconnects).toBe(0);
       expect(Object.keys(b.byPod)).toHaveLength(1);
+    });
+  });
+
+  describe('sessionAffinity: ClientIP, keyed on the client netns', () => {
+    /** A Service of `service()` with LB_F_AFFINITY and a timeout of `timeout` seconds. */
+    const affine = (family: Family, n: number, proto: 'tcp' | 'udp', timeout = 600): { svc: ServiceSpec; to: string } => {
+      const made = service(family, n, proto);
+      const svc = addService(dp, { ...made.svc, flags: LB_F_AFFINITY | LB_F_REJECT_NO_ENDPOINTS });
+      const key = { addr: svc.vip, port: svc.port, proto: proto === 'tcp' ? 6 : 17, scope: LB_SCOPE_EXTERNAL };
+      const services = family === 'IPv6' ? dp.maps.services6 : dp.maps.services4;
+      services.update(key, { ...services.lookup(key)!, affinityTimeout: timeout });
+      return { svc, to: made.to };
+    };
+    /** The affinity entries of a service id: [netns cookie, client, backend id]. */
+    const entriesOf = (family: Family, svc: ServiceSpec): [bigint, string, number][] => {
+      const map = family === 'IPv6' ? dp.maps.affinity6 : dp.maps.affinity4;
+      return [...map.entries()].filter(([k]) => k.serviceId === svc.id).map(([k, v]) => [k.netnsCookie, k.client, v.backendId]);
+    };
+
+    it.each(FAMILIES)('%s TCP: every connection of a pod reaches one backend; the entry keys on its netns', async (family) => {
+      const { svc, to } = affine(family, 12, 'tcp');
+      const res = await inCgroup(pod().ns, 'tcp', to, { count: 40, parallel: 4 });
+      expect(res.errors).toEqual([]);
+      expect(Object.keys(res.byPod)).toHaveLength(1);
+      for (const r of res.replies) expect(r.from).toBe(shown(svc));
+      const entries = entriesOf(family, svc);
+      expect(entries).toHaveLength(1);
+      const [cookie, client, backendId] = entries[0]!;
+      expect(cookie).not.toBe(0n);
+      expect(client).toBe(family === 'IPv6' ? '::' : '0.0.0.0');
+      const chosen = svc.backends.find((b) => b.id === backendId)!;
+      expect(`pod${topo.backends.findIndex((b) => b.addr4 === chosen.addr || b.addr6 === chosen.addr) + 1}`).toBe(Object.keys(res.byPod)[0]);
+
+      // another namespace (the node's own processes) has an entry of its own
+      const host = await inCgroup(topo.nsNode, 'tcp', to, { count: 20, parallel: 4 });
+      expect(host.errors).toEqual([]);
+      expect(Object.keys(host.byPod)).toHaveLength(1);
+      expect(entriesOf(family, svc)).toHaveLength(2);
+    });
+
+    it.each(FAMILIES)('%s UDP, a new unconnected socket per datagram: one backend', async (family) => {
+      const { svc, to } = affine(family, 13, 'udp');
+      const res = await inCgroup(pod().ns, 'udp', to, { count: 40, parallel: 4 });
+      expect(res.errors).toEqual([]);
+      expect(Object.keys(res.byPod)).toHaveLength(1);
+      for (const r of res.replies) expect(r.from).toBe(shown(svc));
+      expect(entriesOf(family, svc)).toHaveLength(1);
+    });
+
+    it("a removed backend: the pod's connections move to one other backend and stay there", async () => {
+      const { svc, to } = affine('IPv4', 14, 'tcp');
+      const first = await inCgroup(pod().ns, 'tcp', to, { count: 10 });
+      expect(Object.keys(first.byPod)).toHaveLength(1);
+      const gone = svc.backends.find((b) => b.id === entriesOf('IPv4', svc)[0]![2])!;
+      setBackends(
+        dp,
+        svc,
+        svc.backends.filter((b) => b !== gone),
+      );
+      dp.maps.backends4.delete(gone.id);
+      const after = await inCgroup(pod().ns, 'tcp', to, { count: 20, parallel: 4 });
+      expect(after.errors).toEqual([]);
+      expect(Object.keys(after.byPod)).toHaveLength(1);
+      expect(Object.keys(after.byPod)).not.toEqual(Object.keys(first.byPod));
     });
   });
 
