@@ -20,7 +20,7 @@ NODE_BIN  := node_modules/.bin
 SYSTEM_PATH := $(PATH)
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 ethtool tcpdump nftables libelf-dev \
+APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 ethtool tcpdump nftables iptables libelf-dev \
                 zlib1g-dev pkg-config gcc make
 DEPS_STAMP := node_modules/.strait-deps
 
@@ -33,6 +33,7 @@ include lab/k8s.mk
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): package.json package-lock.json
 	@if ! (command -v clang && command -v bpftool && command -v tcpdump && command -v ethtool \
+	       && command -v nft && command -v iptables-restore \
 	       && test -f /usr/include/bpf/libbpf.h) >/dev/null 2>&1; then \
 	  echo "deps: installing system packages: $(APT_PACKAGES)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
@@ -83,8 +84,10 @@ test-bpf: build bpffs
 test-netns: build bpffs
 	$(NODE_BIN)/vitest run test/netns
 
-bench: build bpffs
+# northsouth: the lab (k8s-bins) with kube-proxy twin nodes, so nft and iptables too (make deps)
+bench: build bpffs k8s-bins
 	$(NODE_BIN)/node dist/bench/dataplane.js
+	$(NODE_BIN)/node dist/bench/northsouth.js
 
 clean:
 	rm -rf $(BUILD) dist

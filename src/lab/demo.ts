@@ -3,11 +3,10 @@
 // requests through them; the distribution per backend and the client address each backend saw.
 // The lab stays up for inspection. Exit code 1 when any check fails (the output says which).
 //
-// What it does not pretend: a NodePort packet whose backend is on *another* node is DNATed and
-// forwarded, but that backend's reply goes straight back to the client with the pod's address
-// (no SNAT, no DSR yet: issue 6, north-south), so the client drops it. The demo sends the
-// external requests to the externalTrafficPolicy: Local Service, whose backends are node-local,
-// and shows the Cluster-policy NodePort separately with that outcome, counted, not hidden.
+// North-south (issue 6): a NodePort packet whose backend is on *another* node is SNATed to the
+// entry node's address, so that backend answers through the entry node (part 3: every backend
+// answers via node1, the remote ones seeing node1's address); externalTrafficPolicy: Local keeps
+// the client's address and stays on the node (part 2).
 import type { EchoSummary } from './echo-client.js';
 import { labSummary } from './command.js';
 import { labUp, type Lab } from './lab.js';
@@ -22,7 +21,6 @@ const BACKENDS = [
   { name: 'web-4', node: 'node2' },
 ] as const;
 const REQUESTS = 200;
-const PROBE_REQUESTS = 20;
 
 interface Check {
   readonly what: string;
@@ -68,13 +66,13 @@ function failures(s: EchoSummary): string {
   return s.failed === 0 ? 'none failed' : `${s.failed} failed (${codes})`;
 }
 
-export async function runDemo(opts: { name: string; log: (line: string) => void }): Promise<number> {
+export async function runDemo(opts: { name: string; xdp?: boolean; log: (line: string) => void }): Promise<number> {
   const t0 = performance.now();
   const out = (line = ''): void => void process.stdout.write(`${line}\n`);
   const checks: Check[] = [];
   const check = (what: string, ok: boolean, detail: string): void => void checks.push({ what, ok, detail });
 
-  const lab: Lab = await labUp({ name: opts.name, nodes: 2, log: opts.log });
+  const lab: Lab = await labUp({ name: opts.name, nodes: 2, xdp: opts.xdp === true, log: opts.log });
   const upMs = lab.state.timings.totalMs;
   out(labSummary(lab));
 
@@ -146,19 +144,23 @@ export async function runDemo(opts: { name: string; log: (line: string) => void 
     check(`Local NodePort via ${n.name}: client address kept`, seen.size === 1 && seen.has(lab.state.external.addr4), [...seen].join(' '));
   }
 
-  // ---- 3. the Cluster-policy NodePort, honestly ----
+  // ---- 3. the Cluster-policy NodePort: remote backends by SNAT ----
   const n1 = lab.node('node1');
-  const probe = await lab.echoClient(lab.state.external.ns, 'http', hostPort(n1.addr4, webNodePort), { count: PROBE_REQUESTS, parallel: PROBE_REQUESTS, timeoutMs: 1_000 });
-  const answeredBy = Object.entries(probe.byPod).map(([p, c]) => `${p} ${c}`).join(', ') || 'none';
-  const remoteAnswered = backends.filter((b) => b.node !== 'node1' && (probe.byPod[b.name] ?? 0) > 0);
+  const s3 = await lab.echoClient(lab.state.external.ns, 'http', hostPort(n1.addr4, webNodePort), { count: REQUESTS, parallel: 8, timeoutMs: 2_000 });
   out();
-  out(`3. NodePort ${webNodePort} of web (externalTrafficPolicy: Cluster) via node1, ${PROBE_REQUESTS} requests from the external client:`);
-  out(`   ${probe.ok} answered (${answeredBy}: node1's own backends); ${probe.failed} failed (${Object.entries(probe.byCode).map(([c, k]) => `${k}× ${c}`).join(', ') || '-'}).`);
-  out('   Known limitation, not a lab fault: requests that pick a backend on node2 are DNATed and forwarded,');
-  out("   but node2's pod answers the client directly from its own address, which the client drops.");
-  out('   NodePort to a backend on another node needs SNAT or DSR: issue 6 (north-south), not built yet.');
-  check('Cluster NodePort via node1: node-local backends answer', backends.some((b) => b.node === 'node1' && (probe.byPod[b.name] ?? 0) > 0), answeredBy);
-  check('Cluster NodePort via node1: nothing answered from another node without SNAT', remoteAnswered.length === 0, remoteAnswered.map((b) => b.name).join(', ') || 'none');
+  out(`3. NodePort ${webNodePort} of web (externalTrafficPolicy: Cluster) via node1: ${REQUESTS} HTTP requests from the external client ${lab.state.external.addr4}, ${failures(s3)}`);
+  out(distribution(s3, backends));
+  out(`   Backends on node2 are reached by SNAT: they see node1's address (${n1.addr4}) and answer through node1;`);
+  out(`   node1's own backends get the packet directly and see the client's address.`);
+  const hit3 = backends.filter((b) => (s3.byPod[b.name] ?? 0) > 0).length;
+  const remoteSeen = new Set(s3.replies.filter((r) => backends.find((b) => b.name === r.pod)?.node !== 'node1').map((r) => addrOnly(r.client)));
+  const localSeen = new Set(s3.replies.filter((r) => backends.find((b) => b.name === r.pod)?.node === 'node1').map((r) => addrOnly(r.client)));
+  const remoteOk = s3.replies.filter((r) => backends.find((b) => b.name === r.pod)?.node !== 'node1').length;
+  check('Cluster NodePort via node1: every request answered', s3.ok === REQUESTS, `${s3.ok}/${REQUESTS}`);
+  check('Cluster NodePort via node1: all 4 backends (both nodes) answer', hit3 === 4, `${hit3}/4`);
+  check('Cluster NodePort via node1: requests to node2\'s backends work (SNAT)', remoteOk > 0 && s3.errors.length === 0, `${remoteOk} answered by node2's backends, ${s3.errors.length} errors`);
+  check('Cluster NodePort via node1: node2\'s backends see node1\'s address (SNAT)', remoteSeen.size === 1 && remoteSeen.has(n1.addr4), [...remoteSeen].join(' ') || 'none');
+  check('Cluster NodePort via node1: node1\'s backends see the client (no SNAT)', localSeen.size === 1 && localSeen.has(lab.state.external.addr4), [...localSeen].join(' ') || 'none');
   const trafficMs = Math.round(performance.now() - tTraffic);
 
   // ---- verdict and where to look ----

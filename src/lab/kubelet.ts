@@ -28,6 +28,9 @@ export interface KubeletContext {
   readonly nodes: readonly LabNode[];
   readonly cp: ControlPlane;
   readonly ns: Namespaces;
+  /** The lab's fabric carries XDP (lab.ts xdpFabricLines()): pods send full checksums (tx offload
+   * off on eth0), or replies an agent's XDP program transmits arrive with bad ones. */
+  readonly xdpFabric?: boolean;
 }
 
 /** The echo server's listeners in a pod (src/lab/echo-server.ts). */
@@ -212,7 +215,9 @@ export class Kubelet {
         routeLine(`${node.podGateway6}/128`, { dev: 'eth0' }),
         routeLine('2001:2::/48', { via: node.podGateway6, dev: 'eth0' }),
       ]);
-      const waits: Promise<void>[] = [this.#waitForAttach(node, rec.hostVeth, opts.attachTimeoutMs ?? 15_000)];
+      if (this.ctx.xdpFabric) await ns.exec(rec.netns, 'ethtool', ['-K', 'eth0', 'tx', 'off']);
+      // A kube-proxy twin node has no agent to attach: its pod network is ready once routed.
+      const waits: Promise<void>[] = node.kubeProxy ? [] : [this.#waitForAttach(node, rec.hostVeth, opts.attachTimeoutMs ?? 15_000)];
       if (serve) waits.push(this.#startServer(rec, serve));
       await Promise.all(waits);
       await this.#reportStatus(rec, node, opts.ready ?? true);

@@ -20,6 +20,8 @@
 // node; no namespace has a default route, and the root namespace gets no route at all: the agents
 // run in the root namespace (one per node, its own bpf root and state dir), reach the apiserver on
 // 127.0.0.1 and attach to `up0` and every `lxc*` of their node with --devices-netns.
+// kube-proxy twin nodes (opts.kubeProxyNodes, after the strait nodes) run the real kube-proxy
+// inside their namespace instead of an agent (src/lab/kube-proxy.ts).
 // The lab plays kubelet (src/lab/kubelet.ts): Node objects, Pods, their IPs and readiness.
 //
 // Everything started is detached and recorded (pid files, lab.json) so that the lab outlives the
@@ -59,6 +61,18 @@ import {
 } from './host.js';
 import { Kubelet, type PodRecord } from './kubelet.js';
 import {
+  createKubeProxyCredentials,
+  kubeProxyPids,
+  kubeProxyPreflight,
+  kubeProxyReady,
+  planKubeProxy,
+  startKubeProxy,
+  waitForKubeProxy,
+  KUBE_PROXY_METRICS_PORT,
+  type KubeProxyMode,
+  type KubeProxyNode,
+} from './kube-proxy.js';
+import {
   DEFAULT_LAB_NAME,
   agentLoopback,
   labLayout,
@@ -73,6 +87,8 @@ import {
 import { STRAIT_MAIN, childEnv, labNodeBinary, labScriptArgs } from './programs.js';
 
 const EXTERNAL_DEV = 'ext0';
+/** kube-proxy's node health port; every node namespace has its own. */
+export const NODE_HEALTH_PORT = 10256;
 const ZONES = ['zone-a', 'zone-b'] as const;
 /** The agent's token lives as long as the lab may (30 days; certificates the same). */
 const LAB_LIFETIME_DAYS = 30;
@@ -90,12 +106,17 @@ export interface LabNode extends NodeAddresses {
   readonly stateDir: string;
   readonly agentLog: string;
   readonly agentPidFile: string;
-  /** The loopback address of its agent's listeners (metrics, health, health-check node ports). */
+  /** The loopback address of its agent's metrics listener (/metrics, /readyz). */
   readonly agentAddress: string;
-  /** http://<agentAddress>:<port> of /metrics and /readyz, and of node health (/healthz): the
-   * ports are ephemeral (read from the agent's log), so a lab never takes 10249/10256 from the host. */
+  /** http://<agentAddress>:<port> of /metrics and /readyz: the port is ephemeral (read from the
+   * agent's log), so a lab never takes 10249 from the host. */
   readonly metricsUrl: string;
+  /** http://<node addr4>:10256 of node health (/healthz), served inside the node's namespace:
+   * reachable from lab namespaces (the external client, pods), not from the root namespace. */
   readonly healthzUrl: string;
+  /** Set on a kube-proxy twin node (src/lab/kube-proxy.ts): kube-proxy, not a strait agent, is its
+   * Service dataplane; metricsUrl is then kube-proxy's, inside the node's namespace. */
+  readonly kubeProxy?: KubeProxyNode;
 }
 
 export interface LabTimings {
@@ -124,6 +145,9 @@ export interface LabState {
   readonly agentKubeconfig: string;
   readonly serviceCidrs: string;
   readonly timings: LabTimings;
+  /** The fabric carries XDP_TX / XDP redirects (agents with --xdp; see xdpFabricLines()): pods the
+   * kubelet creates later get tx checksum offload off too. Absent in older state files = false. */
+  readonly xdpFabric?: boolean;
 }
 
 export interface LabUpOptions {
@@ -137,11 +161,32 @@ export interface LabUpOptions {
   readonly minSyncPeriod?: string;
   /** Extra `strait agent` flags for every node. */
   readonly agentArgs?: readonly string[];
+  /** More `strait agent` flags for single nodes, by node name (after agentArgs). */
+  readonly nodeAgentArgs?: Readonly<Record<string, readonly string[]>>;
+  /** kube-proxy twin nodes, one per entry, numbered after the `nodes` strait nodes: their Service
+   * dataplane is the real kube-proxy in that mode (src/lab/kube-proxy.ts). Default none. */
+  readonly kubeProxyNodes?: readonly KubeProxyMode[];
+  /** Every agent runs with `--xdp` (XDP on the uplinks), and the fabric is made to carry XDP. */
+  readonly xdp?: boolean;
+  /** Make the fabric carry XDP_TX / redirects (see xdpFabricLines()) whatever the agents run —
+   * for comparisons that want every node on the same fabric. Default: on when any agent runs with
+   * `--xdp` (xdp, agentArgs or nodeAgentArgs). */
+  readonly xdpFabric?: boolean;
 }
+
+/** Does this lab need an XDP-capable fabric: any agent with --xdp, or asked for. */
+export function wantsXdpFabric(opts: LabUpOptions): boolean {
+  if (opts.xdpFabric !== undefined) return opts.xdpFabric;
+  const all = [...(opts.agentArgs ?? []), ...Object.values(opts.nodeAgentArgs ?? {}).flat()];
+  return opts.xdp === true || all.includes('--xdp');
+}
+
+/** The XDP_PASS program the fabric-side veth peers get (bpf/empty_xdp.c). */
+export const EMPTY_XDP_OBJECT = join(REPO_ROOT, 'build', 'bpf', 'empty_xdp.o');
 
 // ---- preflight ------------------------------------------------------------------------------
 
-function preflight(): void {
+function preflight(opts: LabUpOptions = {}): void {
   const problems: string[] = [];
   if (process.getuid?.() !== 0) problems.push(`the lab needs root (uid 0), running as uid ${process.getuid?.() ?? '?'}`);
   let mounts = '';
@@ -155,6 +200,7 @@ function preflight(): void {
     [STRAIT_MAIN, 'make ts'],
     [join(REPO_ROOT, 'build', 'bpf', 'strait_tc.o'), 'make bpf'],
     [join(REPO_ROOT, 'build', 'native', 'libstrait.so'), 'make native'],
+    ...(wantsXdpFabric(opts) ? [[EMPTY_XDP_OBJECT, 'make bpf'] as const] : []),
   ] as const) {
     if (!existsSync(path)) problems.push(`${path} is missing (${how}, or make build)`);
   }
@@ -185,7 +231,24 @@ function labNodes(layout: LabLayout, count: number): PlannedNode[] {
   return nodes;
 }
 
-async function buildTopology(ns: Namespaces, layout: LabLayout, nodes: readonly PlannedNode[]): Promise<void> {
+/**
+ * A fabric that carries XDP like a wire (PITFALLS "XDP on veth"): a frame an agent's XDP program
+ * sends back out of its uplink (XDP_TX) or redirects lands on the ring of the veth peer, which only
+ * NAPI services — so every fabric-side peer n<N> gets an XDP_PASS program; and the senders (the
+ * external client's ext0 here, pods' eth0 in the kubelet) compute full checksums (tx offload
+ * off), as packets on a real wire carry them, where a veth passes CHECKSUM_PARTIAL along, which
+ * native XDP_TX loses. `ip -n <fabric>` lines, then the ethtool call in the external namespace.
+ */
+function xdpFabricLines(nodes: readonly PlannedNode[]): string[] {
+  return nodes.map((n) => `link set dev n${n.index} xdpdrv obj ${EMPTY_XDP_OBJECT} sec xdp`);
+}
+
+/** `ethtool -K <dev> tx off` inside a lab namespace: full checksums from that sender (see above). */
+export async function txChecksumOff(ns: Namespaces, netns: string, dev: string): Promise<void> {
+  await ns.exec(netns, 'ethtool', ['-K', dev, 'tx', 'off']);
+}
+
+async function buildTopology(ns: Namespaces, layout: LabLayout, nodes: readonly PlannedNode[], xdpFabric = false): Promise<void> {
   await ns.add(layout.fabricNs);
   await ns.batch(layout.fabricNs, ['link add br0 type bridge', 'link set br0 up']);
   // Namespaces one after the other (`ip netns add` is not safe to run in parallel), then the rest at once.
@@ -204,7 +267,9 @@ async function buildTopology(ns: Namespaces, layout: LabLayout, nodes: readonly 
   const fabricLines: string[] = [];
   for (const n of nodes) fabricLines.push(...vethLines(`n${n.index}`, n.ns, UPLINK), `link set n${n.index} master br0`);
   fabricLines.push(...vethLines('ext', layout.externalNs, EXTERNAL_DEV), 'link set ext master br0');
+  if (xdpFabric) fabricLines.push(...xdpFabricLines(nodes));
   await ns.batch(layout.fabricNs, fabricLines);
+  if (xdpFabric) await txChecksumOff(ns, layout.externalNs, EXTERNAL_DEV);
 
   await Promise.all([
     ...nodes.map((n) =>
@@ -259,12 +324,16 @@ function startAgent(n: PlannedNode, agentKubeconfig: string, opts: LabUpOptions)
     '--devices', `${UPLINK},${POD_VETH_PREFIX}*`,
     '--devices-netns', n.ns,
     '--metrics-addr', `${n.agentAddress}:0`,
-    '--healthz-addr', `${n.agentAddress}:0`,
-    '--health-check-bind', n.agentAddress,
+    // Node health and the health-check node ports listen inside the node's namespace, on its own
+    // addresses, where the external client and other nodes probe them as a load balancer would.
+    '--healthz-addr', `:${NODE_HEALTH_PORT}`,
+    '--health-netns', n.ns,
     '--state-dir', n.stateDir,
     '--min-sync-period', opts.minSyncPeriod ?? '250ms',
     '--log-format', 'json',
+    ...(opts.xdp && !(opts.agentArgs ?? []).includes('--xdp') ? ['--xdp'] : []),
     ...(opts.agentArgs ?? []),
+    ...(opts.nodeAgentArgs?.[n.name] ?? []),
   ];
   return spawnDetached(labNodeBinary(), args, { logPath: n.agentLog, pidFile: n.agentPidFile, env: childEnv() });
 }
@@ -325,7 +394,9 @@ async function waitForAgents(nodes: readonly PlannedNode[], timeoutMs: number): 
         }
         const { metrics, healthz } = agentListeners(n.agentLog);
         try {
-          if (metrics && healthz && (await httpGet(`${metrics}/readyz`)).status === 200) return { ...n, metricsUrl: metrics, healthzUrl: healthz };
+          if (metrics && healthz && (await httpGet(`${metrics}/readyz`)).status === 200) {
+            return { ...n, metricsUrl: metrics, healthzUrl: `http://${n.addr4}:${/:(\d+)$/.exec(healthz)?.[1] ?? NODE_HEALTH_PORT}` };
+          }
         } catch {
           /* not listening yet */
         }
@@ -345,7 +416,10 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   const layout = labLayout(opts.name ?? DEFAULT_LAB_NAME);
   const count = opts.nodes ?? 2;
   if (!Number.isInteger(count) || count < 1 || count > MAX_NODES) throw new Error(`--nodes: want 1..${MAX_NODES}, got ${count}`);
-  preflight();
+  const kpModes = opts.kubeProxyNodes ?? [];
+  if (count + kpModes.length > MAX_NODES) throw new Error(`--nodes ${count} + --kube-proxy-nodes ${kpModes.length}: at most ${MAX_NODES} nodes in all`);
+  preflight(opts);
+  const xdpFabric = wantsXdpFabric(opts);
   const t0 = performance.now();
   const since = (t: number) => Math.round(performance.now() - t);
   const timings: LabTimings = { binariesMs: 0, cleanMs: 0, controlPlaneMs: 0, topologyMs: 0, nodesMs: 0, agentsMs: 0, totalMs: 0 };
@@ -353,6 +427,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   let t = performance.now();
   const binDir = await ensureK8sBinaries(log);
   timings.binariesMs = since(t);
+  const kpProblems = kubeProxyPreflight(kpModes, binDir);
+  if (kpProblems.length > 0) throw new Error(`cannot bring the lab's kube-proxy nodes up:\n  ${kpProblems.join('\n  ')}`);
 
   t = performance.now();
   const cleaned = await labDown({ name: layout.name });
@@ -360,7 +436,10 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   if (cleaned.removedAnything) log(`removed what an earlier lab left: ${describeDown(cleaned)}`);
 
   mkdirSync(layout.stateDir, { recursive: true, mode: 0o700 });
-  const planned = labNodes(layout, count);
+  // kube-proxy twin nodes come after the strait nodes: node<count+1>, …
+  const planned = labNodes(layout, count + kpModes.length).map((n, i) =>
+    i < count ? n : { ...n, kubeProxy: planKubeProxy(n.stateDir, kpModes[i - count] as KubeProxyMode, binDir) },
+  );
   const ns = new Namespaces(layout.prefix);
   try {
     const cpStart = performance.now();
@@ -378,9 +457,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
         timings.controlPlaneMs = since(cpStart);
         return c;
       }),
-      buildTopology(ns, layout, planned).then(() => {
+      buildTopology(ns, layout, planned, xdpFabric).then(() => {
         timings.topologyMs = since(topoStart);
-        log(`topology: fabric, ${count} node namespace(s), external client in ${timings.topologyMs} ms`);
+        log(`topology: fabric${xdpFabric ? ' (XDP-capable: XDP_PASS on the node peers, tx checksum offload off on senders)' : ''}, ${count} node namespace(s), external client in ${timings.topologyMs} ms`);
       }),
     ]);
 
@@ -391,10 +470,21 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
     log(`registered Node objects ${planned.map((n) => `${n.name} (${n.zone})`).join(', ')}`);
 
     t = performance.now();
-    for (const n of planned) startAgent(n, sa.kubeconfigPath, opts);
-    const nodes = await waitForAgents(planned, 60_000);
+    const straitNodes = planned.filter((n) => !n.kubeProxy);
+    const kpNodes = planned.filter((n) => n.kubeProxy);
+    for (const n of straitNodes) startAgent(n, sa.kubeconfigPath, opts);
+    if (kpNodes.length > 0) {
+      const kubeconfig = await createKubeProxyCredentials(cp, LAB_LIFETIME_DAYS * 86_400);
+      for (const n of kpNodes) await startKubeProxy(ns, n, { kubeconfig, apiserverPort: cp.apiserverPort });
+    }
+    const [ready] = await Promise.all([waitForAgents(straitNodes, 60_000), Promise.all(kpNodes.map((n) => waitForKubeProxy(n, 60_000)))]);
+    const nodes: LabNode[] = planned.map((n) =>
+      n.kubeProxy
+        ? { ...n, metricsUrl: `http://127.0.0.1:${KUBE_PROXY_METRICS_PORT}`, healthzUrl: `http://${n.addr4}:${NODE_HEALTH_PORT}` }
+        : (ready.find((r) => r.name === n.name) as LabNode),
+    );
     timings.agentsMs = since(t);
-    log(`agents ready in ${timings.agentsMs} ms`);
+    log(`agents ready in ${timings.agentsMs} ms${kpNodes.length > 0 ? `; kube-proxy on ${kpNodes.map((n) => `${n.name} (${n.kubeProxy?.mode})`).join(', ')}` : ''}`);
 
     timings.totalMs = since(t0);
     const state: LabState = {
@@ -411,6 +501,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
       agentKubeconfig: sa.kubeconfigPath,
       serviceCidrs: SERVICE_CLUSTER_IP_RANGE,
       timings,
+      ...(xdpFabric ? { xdpFabric } : {}),
     };
     writeFileSync(layout.stateFile, JSON.stringify(state, null, 2));
     return new Lab(layout, state, cp);
@@ -429,6 +520,8 @@ export interface EchoClientSpec {
   readonly parallel?: number;
   readonly reuse?: boolean;
   readonly intervalMs?: number;
+  /** Bind the client side to this port (with reuse: one 5-tuple for every request). */
+  readonly localPort?: number;
 }
 
 export class Lab {
@@ -437,7 +530,7 @@ export class Lab {
 
   constructor(readonly layout: LabLayout, readonly state: LabState, readonly cp: ControlPlane) {
     this.ns = new Namespaces(layout.prefix);
-    this.kubelet = new Kubelet({ layout, nodes: state.nodes, cp, ns: this.ns });
+    this.kubelet = new Kubelet({ layout, nodes: state.nodes, cp, ns: this.ns, xdpFabric: state.xdpFabric === true });
   }
 
   /** The running lab `name` (from its state file); throws when it is not up. */
@@ -471,15 +564,33 @@ export class Lab {
     if (spec.parallel !== undefined) args.push('--parallel', String(spec.parallel));
     if (spec.reuse) args.push('--reuse');
     if (spec.intervalMs !== undefined) args.push('--interval-ms', String(spec.intervalMs));
+    if (spec.localPort !== undefined) args.push('--local-port', String(spec.localPort));
     const budget = 15_000 + (count * (timeoutMs + (spec.intervalMs ?? 0))) / Math.max(1, spec.reuse ? 1 : (spec.parallel ?? 1));
     const r = await this.ns.exec(netns, labNodeBinary(), args, { timeoutMs: budget, check: false, env: childEnv() });
     if (r.code !== 0) throw new Error(`echo-client ${mode} --to ${to} in ${netns}: exit ${r.code ?? r.signal}${r.timedOut ? ' (timed out)' : ''}\n${r.stderr.trim()}`);
     return JSON.parse(r.stdout) as EchoSummary;
   }
 
+  /**
+   * GET url from inside a lab namespace (the external client, a pod, a node), as a load balancer's
+   * probe would: the status and body, or the error code (ECONNREFUSED, ETIMEDOUT, …).
+   */
+  async httpGet(netns: string, url: string, timeoutMs = 3_000): Promise<{ status?: number; body?: string; code?: string }> {
+    const script = `
+      const http = require('node:http');
+      http.get(${JSON.stringify(url)}, { timeout: ${timeoutMs}, agent: false }, (res) => {
+        let body = ''; res.setEncoding('utf8'); res.on('data', (d) => body += d);
+        res.on('end', () => console.log(JSON.stringify({ status: res.statusCode, body })));
+      }).on('error', (e) => console.log(JSON.stringify({ code: e.code ?? e.message })))
+        .on('timeout', function () { this.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })); });`;
+    const r = await this.ns.exec(netns, labNodeBinary(), ['-e', script], { timeoutMs: timeoutMs + 15_000, check: false, env: childEnv() });
+    if (r.code !== 0) throw new Error(`GET ${url} in ${netns}: exit ${r.code ?? r.signal}\n${r.stderr.trim()}`);
+    return JSON.parse(r.stdout) as { status?: number; body?: string; code?: string };
+  }
+
   /** Every agent still runs and answers /readyz. */
   async agentsReady(timeoutMs = 10_000): Promise<void> {
-    await waitForAgents(this.state.nodes, timeoutMs);
+    await waitForAgents(this.state.nodes.filter((n) => !n.kubeProxy), timeoutMs);
   }
 
   /** What the node's agent programmed, read from its pinned maps (as `strait lb list`). */
@@ -558,13 +669,15 @@ export async function labDown(opts: { name?: string; log?: (line: string) => voi
   const ns = new Namespaces(layout.prefix);
   const killed = new Set<number>();
 
-  // 1. Agents and pod servers (pid files; each verified by its command line), gracefully.
+  // 1. Agents, kube-proxies and their relays, pod servers (pid files; each verified by its command
+  //    line), gracefully.
   const pids: number[] = [];
   if (existsSync(layout.stateDir)) {
     for (const e of readdirSync(layout.stateDir)) {
       const pidFile = join(layout.stateDir, e, 'agent.pid');
       const pid = livePid(pidFile, join(layout.bpfParent, `${layout.prefix}-${e}`));
       if (pid !== undefined) pids.push(pid);
+      pids.push(...kubeProxyPids(join(layout.stateDir, e))); // a twin node's kube-proxy and relays
     }
     for (const rec of readPodRecords(layout)) {
       const pid = rec.pidFile ? livePid(rec.pidFile, 'echo-server') : undefined;
@@ -643,6 +756,8 @@ export interface NodeStatus {
   readonly ns: string;
   readonly zone: string;
   readonly addresses: readonly string[];
+  /** "strait", or "kube-proxy nftables|iptables" on a twin node (agentPid/agentReady are then kube-proxy's). */
+  readonly dataplane: string;
   readonly agentPid: number | null;
   readonly agentReady: boolean;
   readonly bpfRoot: string;
@@ -699,6 +814,19 @@ export async function labStatus(name: string = DEFAULT_LAB_NAME): Promise<LabSta
   if (!cpReady) problems.push('kube-apiserver is not ready');
   const nodes: NodeStatus[] = [];
   for (const n of state.nodes) {
+    if (n.kubeProxy) {
+      const kp = n.kubeProxy;
+      const kpPid = livePid(kp.pidFile, 'kube-proxy') ?? null;
+      const kpReady = kpPid !== null && (await kubeProxyReady(n));
+      if (kpPid === null) problems.push(`kube-proxy (${kp.mode}) of ${n.name} is not running (log: ${kp.log})`);
+      else if (!kpReady) problems.push(`kube-proxy (${kp.mode}) of ${n.name} has not synced (log: ${kp.log})`);
+      if (!namespaces.includes(n.ns)) problems.push(`namespace ${n.ns} is missing`);
+      nodes.push({
+        name: n.name, ns: n.ns, zone: n.zone, addresses: [n.addr4, n.addr6], dataplane: `kube-proxy ${kp.mode}`, agentPid: kpPid, agentReady: kpReady,
+        bpfRoot: '', lastSync: null, services: null, frontends: null, backends: null, lastError: null,
+      });
+      continue;
+    }
     const pid = livePid(n.agentPidFile, n.bpfRoot) ?? null;
     let ready = false;
     try {
@@ -716,7 +844,7 @@ export async function labStatus(name: string = DEFAULT_LAB_NAME): Promise<LabSta
     else if (!ready) problems.push(`the agent of ${n.name} is not ready`);
     if (!namespaces.includes(n.ns)) problems.push(`namespace ${n.ns} is missing`);
     nodes.push({
-      name: n.name, ns: n.ns, zone: n.zone, addresses: [n.addr4, n.addr6], agentPid: pid, agentReady: ready, bpfRoot: n.bpfRoot,
+      name: n.name, ns: n.ns, zone: n.zone, addresses: [n.addr4, n.addr6], dataplane: 'strait', agentPid: pid, agentReady: ready, bpfRoot: n.bpfRoot,
       lastSync: st.lastSync ?? null, services: st.services ?? null, frontends: st.frontends ?? null, backends: st.backends ?? null,
       lastError: st.lastError ?? null,
     });

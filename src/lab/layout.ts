@@ -6,10 +6,11 @@
 //   bpf roots            /sys/fs/bpf/strait-lab-node<N>
 //   state dir            /run/strait-lab/            lab.json, cp/ (control plane), node<N>/
 //                                                    (agent log, pid, status file), pods/, ipam/
-//   agent HTTP           127.18.<L>.<N>: metrics + /readyz and node health on ephemeral ports (so
-//                        a lab never holds 10249/10256 that a host kube-proxy or test may want),
-//                        and the health-check node ports; L is 0 for "lab" and a hash of the name
-//                        otherwise (loopback only: 127.0.0.0/8 is local without any address added)
+//   agent HTTP           127.18.<L>.<N>: metrics + /readyz on an ephemeral port (so a lab never
+//                        holds 10249 that a host kube-proxy or test may want); L is 0 for "lab" and
+//                        a hash of the name otherwise (loopback only: 127.0.0.0/8 is local without
+//                        any address added). Node health (:10256) and the health-check node ports
+//                        listen inside the node's namespace (agent --health-netns), on its addresses
 import { join } from 'node:path';
 
 export const DEFAULT_LAB_NAME = 'lab';

@@ -18,7 +18,7 @@ export const STRAIT_MAIN = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
  * argv (after the node binary) that runs a src/lab script: the compiled .js next to this module
  * when running compiled, else the .ts through type stripping (Node ≥ 22.6).
  */
-export function labScriptArgs(script: 'echo-server' | 'echo-client'): string[] {
+export function labScriptArgs(script: 'echo-server' | 'echo-client' | 'netns-relay'): string[] {
   const here = fileURLToPath(import.meta.url);
   if (here.endsWith('.js')) return [join(here, '..', `${script}.js`)];
   return ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', join(here, '..', `${script}.ts`)];
