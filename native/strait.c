@@ -331,19 +331,117 @@ static void netns_leave(struct netns_guard *g)
 	g->orig_fd = -1;
 }
 
-int strait_ifindex(const char *netns_path, const char *ifname)
+/*
+ * Enters netns_path and resolves ifname there: its ifindex (> 0) with *g to
+ * leave by, or -errno with the namespace already left.
+ */
+static int netns_enter_ifindex(const char *netns_path, const char *ifname, struct netns_guard *g)
 {
-	struct netns_guard g;
 	int err, ifindex;
 
-	if (!ifname)
-		return -EINVAL;
-	err = netns_enter(netns_path, &g);
+	err = netns_enter(netns_path, g);
 	if (err)
 		return err;
 	ifindex = (int)if_nametoindex(ifname);
-	err = ifindex ? ifindex : -errno;
-	netns_leave(&g);
+	if (!ifindex) {
+		err = -errno;
+		netns_leave(g);
+		return err;
+	}
+	return ifindex;
+}
+
+int strait_ifindex(const char *netns_path, const char *ifname)
+{
+	struct netns_guard g;
+	int ifindex;
+
+	if (!ifname)
+		return -EINVAL;
+	ifindex = netns_enter_ifindex(netns_path, ifname, &g);
+	if (ifindex > 0)
+		netns_leave(&g);
+	return ifindex;
+}
+
+/* ---- links pinned by path (tcx, XDP) ---- */
+
+/*
+ * A link pinned at pin_path by an earlier run gets prog_fd, swapped in
+ * atomically: 1. No pin, or a pin whose link cannot take it (its device went
+ * away, -ENOLINK, or it is another kind of link), which is then removed so a
+ * fresh link can be pinned there: 0. Otherwise -errno.
+ */
+static int pinned_link_update(const char *pin_path, int prog_fd)
+{
+	int link_fd, err;
+
+	link_fd = bpf_obj_get(pin_path);
+	if (link_fd < 0)
+		return 0;
+	err = bpf_link_update(link_fd, prog_fd, NULL);
+	close(link_fd);
+	if (err == 0)
+		return 1;
+	if (unlink(pin_path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/* A new link of prog_fd on ifindex, pinned at pin_path: 0 or -errno. */
+static int link_create_pinned(int prog_fd, int ifindex, enum bpf_attach_type type,
+			      const struct bpf_link_create_opts *opts, const char *pin_path)
+{
+	int link_fd, err;
+
+	link_fd = bpf_link_create(prog_fd, ifindex, type, opts);
+	if (link_fd < 0)
+		return link_fd;
+	err = bpf_obj_pin(link_fd, pin_path);
+	close(link_fd); /* the pin keeps it; a failed pin detaches here */
+	return err < 0 ? err : 0;
+}
+
+/* What to attach where, for the attach_* ways below. */
+struct attach_req {
+	int ifindex;
+	int prog_fd;
+	const char *pin_path;
+	int32_t direction;                /* tc */
+	struct strait_tc_attachment *tc;  /* tc: handle, priority, updated */
+};
+
+/*
+ * tc and XDP each have a preferred way to attach (tcx, native) and a
+ * fallback (clsact, generic), and number their modes alike. Auto tries the
+ * preferred way, then the fallback, keeping the preferred way's error in
+ * *preferred_errno; the preferred mode tries only it; any other mode only the
+ * fallback. 0 with *out_mode the way that attached, or the error.
+ */
+enum { ATTACH_AUTO = 0, ATTACH_PREFERRED = 1, ATTACH_FALLBACK = 2 };
+_Static_assert(STRAIT_TC_AUTO == ATTACH_AUTO && STRAIT_XDP_AUTO == ATTACH_AUTO &&
+	       STRAIT_TC_TCX == ATTACH_PREFERRED && STRAIT_XDP_NATIVE == ATTACH_PREFERRED &&
+	       STRAIT_TC_CLSACT == ATTACH_FALLBACK && STRAIT_XDP_GENERIC == ATTACH_FALLBACK,
+	       "tc and XDP attach modes are numbered alike");
+
+static int attach_preferring(int32_t mode, int (*attach)(int32_t way, const struct attach_req *req),
+			     const struct attach_req *req, int32_t *out_mode, int32_t *preferred_errno)
+{
+	int err;
+
+	if (mode == ATTACH_AUTO || mode == ATTACH_PREFERRED) {
+		err = attach(ATTACH_PREFERRED, req);
+		if (err == 0) {
+			*out_mode = ATTACH_PREFERRED;
+			return 0;
+		}
+		if (mode == ATTACH_PREFERRED)
+			return err;
+		*preferred_errno = -err;
+	}
+	err = attach(ATTACH_FALLBACK, req);
+	if (err == 0)
+		*out_mode = ATTACH_FALLBACK;
 	return err;
 }
 
@@ -354,30 +452,18 @@ static int tcx_attach(int ifindex, int32_t direction, int prog_fd, const char *p
 {
 	enum bpf_attach_type type = (enum bpf_attach_type)(direction == STRAIT_TC_EGRESS ?
 		STRAIT_BPF_TCX_EGRESS : STRAIT_BPF_TCX_INGRESS);
-	int link_fd, err;
+	int err;
 
 	if (!pin_path)
 		return -EINVAL;
-	link_fd = bpf_obj_get(pin_path);
-	if (link_fd >= 0) {
-		/* A pinned link from an earlier run: swap its program atomically. */
-		err = bpf_link_update(link_fd, prog_fd, NULL);
-		close(link_fd);
-		if (err == 0) {
-			out->updated = 1;
-			return 0;
-		}
-		/* Its device went away (-ENOLINK) or it is not a tcx link:
-		 * replace the pin with a fresh link. */
-		if (unlink(pin_path) < 0 && errno != ENOENT)
-			return -errno;
+	err = pinned_link_update(pin_path, prog_fd);
+	if (err < 0)
+		return err;
+	if (err == 1) {
+		out->updated = 1;
+		return 0;
 	}
-	link_fd = bpf_link_create(prog_fd, ifindex, type, NULL);
-	if (link_fd < 0)
-		return link_fd;
-	err = bpf_obj_pin(link_fd, pin_path);
-	close(link_fd); /* the pin keeps it; a failed pin detaches here */
-	return err < 0 ? err : 0;
+	return link_create_pinned(prog_fd, ifindex, type, NULL, pin_path);
 }
 
 static void tc_hook_init(struct bpf_tc_hook *hook, int ifindex, int32_t direction)
@@ -412,39 +498,30 @@ static int clsact_attach(int ifindex, int32_t direction, int prog_fd,
 	return 0;
 }
 
+static int tc_attach_way(int32_t way, const struct attach_req *r)
+{
+	if (way == STRAIT_TC_TCX)
+		return tcx_attach(r->ifindex, r->direction, r->prog_fd, r->pin_path, r->tc);
+	return clsact_attach(r->ifindex, r->direction, r->prog_fd, r->tc);
+}
+
 int strait_tc_attach(const char *netns_path, const char *ifname, int32_t direction,
 		     int prog_fd, int32_t mode, const char *pin_path,
 		     struct strait_tc_attachment *out)
 {
+	struct attach_req req = { .prog_fd = prog_fd, .pin_path = pin_path,
+				  .direction = direction, .tc = out };
 	struct netns_guard g;
-	int err, ifindex;
+	int err;
 
 	if (!ifname || !out)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
-	err = netns_enter(netns_path, &g);
-	if (err)
-		return err;
-	ifindex = (int)if_nametoindex(ifname);
-	if (!ifindex) {
-		err = -errno;
-		goto out;
-	}
-	out->ifindex = (uint32_t)ifindex;
-	if (mode == STRAIT_TC_AUTO || mode == STRAIT_TC_TCX) {
-		err = tcx_attach(ifindex, direction, prog_fd, pin_path, out);
-		if (err == 0) {
-			out->mode = STRAIT_TC_TCX;
-			goto out;
-		}
-		if (mode == STRAIT_TC_TCX)
-			goto out;
-		out->tcx_errno = -err;
-	}
-	err = clsact_attach(ifindex, direction, prog_fd, out);
-	if (err == 0)
-		out->mode = STRAIT_TC_CLSACT;
-out:
+	req.ifindex = netns_enter_ifindex(netns_path, ifname, &g);
+	if (req.ifindex < 0)
+		return req.ifindex;
+	out->ifindex = (uint32_t)req.ifindex;
+	err = attach_preferring(mode, tc_attach_way, &req, &out->mode, &out->tcx_errno);
 	netns_leave(&g);
 	return err;
 }
@@ -468,17 +545,11 @@ int strait_tc_detach(const char *netns_path, const char *ifname, int32_t directi
 	}
 	if (mode != STRAIT_TC_CLSACT || !ifname)
 		return -EINVAL;
-	err = netns_enter(netns_path, &g);
-	if (err)
-		return err;
-	ifindex = (int)if_nametoindex(ifname);
-	if (!ifindex) {
-		err = -errno;
-		goto out;
-	}
+	ifindex = netns_enter_ifindex(netns_path, ifname, &g);
+	if (ifindex < 0)
+		return ifindex;
 	tc_hook_init(&hook, ifindex, direction);
 	err = bpf_tc_detach(&hook, &opts);
-out:
 	netns_leave(&g);
 	return err;
 }
@@ -671,70 +742,39 @@ static int32_t xdp_mode_of(__u8 attach_mode)
 	}
 }
 
-static int xdp_link_create(int ifindex, int prog_fd, __u32 flags, const char *pin_path)
+static int xdp_attach_way(int32_t way, const struct attach_req *r)
 {
-	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags);
-	int link_fd, err;
+	LIBBPF_OPTS(bpf_link_create_opts, opts,
+		.flags = way == STRAIT_XDP_NATIVE ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE);
 
-	link_fd = bpf_link_create(prog_fd, ifindex, BPF_XDP, &opts);
-	if (link_fd < 0)
-		return link_fd;
-	err = bpf_obj_pin(link_fd, pin_path);
-	close(link_fd); /* the pin keeps it; a failed pin detaches here */
-	return err < 0 ? err : 0;
+	return link_create_pinned(r->prog_fd, r->ifindex, BPF_XDP, &opts, r->pin_path);
 }
 
 int strait_xdp_attach(const char *netns_path, const char *ifname, int prog_fd, int32_t mode,
 		      const char *pin_path, struct strait_xdp_attachment *out)
 {
 	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+	struct attach_req req = { .prog_fd = prog_fd, .pin_path = pin_path };
 	struct netns_guard g;
-	int err, ifindex, link_fd;
+	int err;
 
 	if (!ifname || !pin_path || !out)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
-	err = netns_enter(netns_path, &g);
-	if (err)
-		return err;
-	ifindex = (int)if_nametoindex(ifname);
-	if (!ifindex) {
-		err = -errno;
-		goto out;
+	req.ifindex = netns_enter_ifindex(netns_path, ifname, &g);
+	if (req.ifindex < 0)
+		return req.ifindex;
+	out->ifindex = (uint32_t)req.ifindex;
+	err = pinned_link_update(pin_path, prog_fd);
+	if (err == 1) {
+		/* the link keeps the mode it was attached in */
+		out->updated = 1;
+		if (bpf_xdp_query(req.ifindex, 0, &q) == 0)
+			out->mode = xdp_mode_of(q.attach_mode);
+		err = 0;
+	} else if (err == 0) {
+		err = attach_preferring(mode, xdp_attach_way, &req, &out->mode, &out->native_errno);
 	}
-	out->ifindex = (uint32_t)ifindex;
-
-	link_fd = bpf_obj_get(pin_path);
-	if (link_fd >= 0) {
-		/* A pinned link from an earlier run: swap its program. */
-		err = bpf_link_update(link_fd, prog_fd, NULL);
-		close(link_fd);
-		if (err == 0) {
-			out->updated = 1;
-			if (bpf_xdp_query(ifindex, 0, &q) == 0)
-				out->mode = xdp_mode_of(q.attach_mode);
-			goto out;
-		}
-		/* Its device went away (-ENOLINK) or it is not an XDP link. */
-		if (unlink(pin_path) < 0 && errno != ENOENT) {
-			err = -errno;
-			goto out;
-		}
-	}
-	if (mode == STRAIT_XDP_AUTO || mode == STRAIT_XDP_NATIVE) {
-		err = xdp_link_create(ifindex, prog_fd, XDP_FLAGS_DRV_MODE, pin_path);
-		if (err == 0) {
-			out->mode = STRAIT_XDP_NATIVE;
-			goto out;
-		}
-		if (mode == STRAIT_XDP_NATIVE)
-			goto out;
-		out->native_errno = -err;
-	}
-	err = xdp_link_create(ifindex, prog_fd, XDP_FLAGS_SKB_MODE, pin_path);
-	if (err == 0)
-		out->mode = STRAIT_XDP_GENERIC;
-out:
 	netns_leave(&g);
 	return err;
 }
@@ -748,20 +788,14 @@ int strait_xdp_query(const char *netns_path, const char *ifname, uint32_t *prog_
 
 	if (!ifname || !prog_id || !mode)
 		return -EINVAL;
-	err = netns_enter(netns_path, &g);
-	if (err)
-		return err;
-	ifindex = (int)if_nametoindex(ifname);
-	if (!ifindex) {
-		err = -errno;
-		goto out;
-	}
+	ifindex = netns_enter_ifindex(netns_path, ifname, &g);
+	if (ifindex < 0)
+		return ifindex;
 	err = bpf_xdp_query(ifindex, 0, &q);
 	if (err == 0) {
 		*prog_id = q.prog_id;
 		*mode = xdp_mode_of(q.attach_mode);
 	}
-out:
 	netns_leave(&g);
 	return err;
 }

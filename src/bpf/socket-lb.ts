@@ -16,10 +16,10 @@
 // process in it or below, whatever network namespace the socket lives in
 // (pods) — the cgroup v2 root covers the whole node (host processes too).
 // Tests use a subtree they create, never the machine's root.
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { lbSettings } from './abi.js';
-import { DATAPLANE_MAP_NAMES, LINKS_DIR, type Dataplane } from './dataplane.js';
+import { DATAPLANE_MAP_NAMES, LINKS_DIR, unlinkIfExists, type Dataplane } from './dataplane.js';
 import { BpfError, ENOENT, IncompatiblePinError, describeErrno } from './errors.js';
 import { loadNative, packageRoot, type Native, type NativeCgroupAttachment } from './native.js';
 import { loadObject, type LoadedObject } from './object.js';
@@ -133,16 +133,6 @@ export function cgroupNetnsPaths(cgroupPath: string): string[] {
   };
   walk(cgroupPath);
   return out;
-}
-
-function unlinkIfExists(path: string): boolean {
-  try {
-    unlinkSync(path);
-    return true;
-  } catch (e: unknown) {
-    if (e instanceof Error && 'code' in e && e.code === 'ENOENT') return false;
-    throw e;
-  }
 }
 
 export class SocketLb {

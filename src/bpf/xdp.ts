@@ -14,10 +14,10 @@
 // Links rather than netlink attachment (bpf_xdp_attach): like the tcx
 // links, they survive the agent, are replaced without a gap, cannot be
 // overwritten by another tool by accident, and go with the bpf root.
-import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { lbSettings } from './abi.js';
-import { DATAPLANE_MAP_NAMES, LINKS_DIR, resolveNetns, type Dataplane } from './dataplane.js';
+import { DATAPLANE_MAP_NAMES, LINKS_DIR, resolveNetns, unlinkIfExists, type Dataplane } from './dataplane.js';
 import { BpfError, ENODEV, ENOENT, describeErrno } from './errors.js';
 import {
   STRAIT_XDP_AUTO,
@@ -75,16 +75,6 @@ function parsePinName(name: string): { ifname: string; netns: string | null } | 
   if (colon <= 0) return undefined;
   const netns = decodeURIComponent(rest.slice(colon + 1));
   return { ifname: rest.slice(0, colon), netns: netns === '' ? null : netns };
-}
-
-function unlinkIfExists(path: string): boolean {
-  try {
-    unlinkSync(path);
-    return true;
-  } catch (e: unknown) {
-    if (e instanceof Error && 'code' in e && e.code === 'ENOENT') return false;
-    throw e;
-  }
 }
 
 const MODE_CODE: Readonly<Record<XdpMode, number>> = {

@@ -11,7 +11,7 @@
 //               198.19.0.21 (none)      2001:2:0:ff::21
 //   backends    198.18.1.1-4            2001:2::2:1-4       :8080 TCP, :5353 UDP
 //   backend ids family*100 + (tcp 10 | udp 50) + n; service ids + 20 / + 21
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import {
   BE_STATE_QUARANTINED,
   BE_STATE_TERMINATING,
@@ -21,7 +21,6 @@ import {
   type AffinityEntry,
 } from '../../src/bpf/abi.js';
 import {
-  BpfHarness,
   CASES,
   NS_PER_SEC,
   TARGET_PORT,
@@ -31,6 +30,7 @@ import {
   flowFrame,
   monotonicNs,
   planOf,
+  useHarness,
   type Family,
   type L4Proto,
 } from '../lib/bpf-harness.js';
@@ -41,8 +41,7 @@ const ROOT = '/sys/fs/bpf/strait-test-affinity';
 const TIMEOUT_S = 10;
 const FLOWS = 32;
 
-let h: BpfHarness | undefined;
-const harness = (): BpfHarness => h!;
+const harness = useHarness(ROOT);
 const dp = () => harness().dp;
 
 const base = (f: Family, proto: L4Proto) => f * 100 + (proto === 'tcp' ? 10 : 50);
@@ -99,10 +98,6 @@ function flowsFrom(f: Family, proto: L4Proto, s: ServiceSpec, client: string, n 
 const clientOf = (f: Family, n = 10) => planOf(f).client(n);
 const idOf = (s: ServiceSpec, addr: string): number => s.backends.find((b) => b.addr === addr)!.id;
 
-beforeAll(() => {
-  h = BpfHarness.open(ROOT);
-});
-afterAll(() => BpfHarness.destroy(h, ROOT));
 beforeEach(() => {
   harness().clearFlows();
   dp().maps.affinity4.clear();

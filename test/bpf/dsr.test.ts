@@ -20,7 +20,7 @@
 //                                                             ports: DSR keeps them), on the backend node
 //   local backend  198.18.1.9            2001:2::2:9          BE_F_LOCAL on the entry node
 //   FIB (mocked)   out of ifindex 7, 02:00:00:00:0a:01 -> 02:00:00:00:0b:02
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   BE_F_LOCAL,
   CT_DIR_REPLY,
@@ -37,30 +37,29 @@ import {
   BpfHarness,
   CASES,
   TC_ACT_OK,
+  TC_ACT_REDIRECT,
   TC_ACT_UNSPEC,
   VIP_PORT,
   countedOnce,
   expectChecksumsOk,
   flowFrame,
   planOf,
+  useHarness,
   type Family,
   type FlowFrame,
   type L4Proto,
 } from '../lib/bpf-harness.js';
-import { DSR_OVERHEAD, expectEncapsulated, frameOf, l4Number, setDsrNodeConfig } from '../lib/dsr.js';
-import { FIB, clearSnat, lastFibLookup, mockFib } from '../lib/north-south.js';
+import { DSR_OVERHEAD, expectEncapsulated, frameOf, l4Number, resetDsrNode, setDsrNodeConfig } from '../lib/dsr.js';
+import { FIB, lastFibLookup, mockFib } from '../lib/north-south.js';
 import { ipPacketOf, ipv4Raw, ipv6Raw, parseFrame } from '../lib/packet.js';
 import { addService, type BackendSpec } from '../lib/services.js';
 
 const ENTRY_ROOT = '/sys/fs/bpf/strait-test-dsr-entry';
 const BACKEND_ROOT = '/sys/fs/bpf/strait-test-dsr-backend';
-const TC_ACT_REDIRECT = 7;
 const NODE_PORT: Readonly<Record<L4Proto, number>> = { tcp: 30080, udp: 30053 };
 
-let entryH: BpfHarness | undefined;
-let backendH: BpfHarness | undefined;
-const entry = (): BpfHarness => entryH!;
-const backendNode = (): BpfHarness => backendH!;
+const entry = useHarness(ENTRY_ROOT);
+const backendNode = useHarness(BACKEND_ROOT);
 
 const nodeAddr = (f: Family, n: 1 | 2) => planOf(f).node(n);
 const backend = (f: Family) => planOf(f).backend(1);
@@ -82,8 +81,6 @@ function ctEntries(h: BpfHarness, f: Family) {
 }
 
 beforeAll(() => {
-  entryH = BpfHarness.open(ENTRY_ROOT);
-  backendH = BpfHarness.open(BACKEND_ROOT);
   for (const [f, proto] of CASES) {
     const base = f * 100 + (proto === 'tcp' ? 10 : 50);
     const port = VIP_PORT[proto];
@@ -106,23 +103,9 @@ beforeAll(() => {
   }
 });
 
-afterAll(() => {
-  BpfHarness.destroy(entryH, ENTRY_ROOT);
-  BpfHarness.destroy(backendH, BACKEND_ROOT);
-});
-
 beforeEach(() => {
-  for (const [h, n] of [
-    [entry(), 1],
-    [backendNode(), 2],
-  ] as const) {
-    h.clearFlows();
-    clearSnat(h.dp);
-    h.dp.maps.dsrRevnat4.clear();
-    h.dp.maps.dsrRevnat6.clear();
-    setDsrNodeConfig(h.dp, { addr4: nodeAddr(4, n), addr6: nodeAddr(6, n) });
-    mockFib(h.dp);
-  }
+  resetDsrNode(entry(), 1);
+  resetDsrNode(backendNode(), 2);
 });
 
 describe('entry node: a DSR frontend with a backend on another node', () => {

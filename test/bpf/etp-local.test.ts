@@ -16,7 +16,7 @@
 //                                                          31082/31055 (no endpoints at all)
 //   LoadBalancer    198.19.0.8             2001:2:0:ff::8  slot backend not flagged local
 //   backends        198.18.1.9 (local)     2001:2::2:9;   198.18.1.1 (another node) 2001:2::2:1
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import {
   BE_F_LOCAL,
   LB_F_LOCAL_EXTERNAL,
@@ -36,10 +36,11 @@ import {
   countedOnce,
   flowFrame,
   planOf,
+  useHarness,
   type Family,
   type L4Proto,
 } from '../lib/bpf-harness.js';
-import { NODE, clearSnat, mockFib, setNodeConfig } from '../lib/north-south.js';
+import { NODE, resetNorthSouth } from '../lib/north-south.js';
 import { rewrite } from '../lib/packet.js';
 import { addService, protoNumber } from '../lib/services.js';
 
@@ -49,37 +50,29 @@ const PORTS: Readonly<Record<L4Proto, { local: number; elsewhere: number; none: 
   udp: { local: 31053, elsewhere: 31054, none: 31055 },
 };
 
-let h: BpfHarness | undefined;
-const harness = (): BpfHarness => h!;
+const harness = useHarness(ROOT, installServices);
 const dp = () => harness().dp;
 const client = (f: Family) => planOf(f).client(10);
 
-beforeAll(() => {
-  h = BpfHarness.open(ROOT);
+/** The file's Services, written once. */
+function installServices(h: BpfHarness): void {
   for (const [f, proto] of CASES) {
     const p = planOf(f);
     const base = f * 100 + (proto === 'tcp' ? 10 : 50);
     const local = { id: base * 10 + 9, addr: p.backend(9), port: TARGET_PORT[proto], flags: BE_F_LOCAL };
     const remote = { id: base * 10 + 1, addr: p.backend(1), port: TARGET_PORT[proto] };
     const np = (id: number, port: number, backends: (typeof remote)[], flags: number) =>
-      addService(h!.dp, { id, vip: NODE[f], port, proto, kind: LB_KIND_NODE_PORT, flags, backends });
+      addService(h.dp, { id, vip: NODE[f], port, proto, kind: LB_KIND_NODE_PORT, flags, backends });
     np(base + 1, PORTS[proto].local, [local], LB_F_LOCAL_EXTERNAL);
     // Endpoints elsewhere only: the external set is empty, the internal one is not.
     np(base + 2, PORTS[proto].elsewhere, [], LB_F_LOCAL_EXTERNAL | LB_F_TWO_SCOPES);
-    addService(h!.dp, { id: base + 3, vip: NODE[f], port: PORTS[proto].elsewhere, proto, kind: LB_KIND_NODE_PORT, scope: LB_SCOPE_INTERNAL, flags: 0, backends: [remote] });
+    addService(h.dp, { id: base + 3, vip: NODE[f], port: PORTS[proto].elsewhere, proto, kind: LB_KIND_NODE_PORT, scope: LB_SCOPE_INTERNAL, flags: 0, backends: [remote] });
     np(base + 4, PORTS[proto].none, [], LB_F_LOCAL_EXTERNAL | LB_F_REJECT_NO_ENDPOINTS);
-    addService(h!.dp, { id: base + 5, vip: p.vip(8), port: VIP_PORT[proto], proto, kind: LB_KIND_LOAD_BALANCER, flags: LB_F_LOCAL_EXTERNAL, backends: [remote] });
+    addService(h.dp, { id: base + 5, vip: p.vip(8), port: VIP_PORT[proto], proto, kind: LB_KIND_LOAD_BALANCER, flags: LB_F_LOCAL_EXTERNAL, backends: [remote] });
   }
-});
+}
 
-afterAll(() => BpfHarness.destroy(h, ROOT));
-
-beforeEach(() => {
-  harness().clearFlows();
-  clearSnat(dp());
-  setNodeConfig(dp());
-  mockFib(dp());
-});
+beforeEach(() => resetNorthSouth(harness()));
 
 const toNode = (f: Family, proto: L4Proto, port: number, sport = 42000) =>
   flowFrame(f, proto, { src: client(f), dst: NODE[f], sport, dport: port, payload: 'hi' });

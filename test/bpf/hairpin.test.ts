@@ -10,37 +10,37 @@
 //   client C    198.18.0.10             2001:2::1:10        another pod
 //   ClusterIP   198.19.0.30             2001:2:0:ff::30     :80 TCP, :53 UDP
 //   node        198.18.2.1              2001:2::3:1         config addr4/addr6, SNAT 61000-61999 (or the pod's own port)
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { CT_DIR_REPLY, CT_DIR_SERVICE, CT_F_SNAT, LB_F_REJECT_NO_ENDPOINTS, SNAT_DIR_IN, SNAT_DIR_OUT } from '../../src/bpf/abi.js';
 import {
   BpfHarness,
   CASES,
   TARGET_PORT,
   TC_ACT_OK,
+  TC_ACT_REDIRECT,
   VIP_PORT,
   countedOnce,
   expectChecksumsOk,
   flowFrame,
   planOf,
+  useHarness,
   type Family,
   type L4Proto,
 } from '../lib/bpf-harness.js';
-import { NODE, SNAT_MAX, SNAT_MIN, clearSnat, lastFibLookup, mockFib, setNodeConfig } from '../lib/north-south.js';
+import { NODE, SNAT_MAX, SNAT_MIN, lastFibLookup, resetNorthSouth, setNodeConfig } from '../lib/north-south.js';
 import { addService, protoNumber } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-hairpin';
-const TC_ACT_REDIRECT = 7;
 
-let h: BpfHarness | undefined;
-const harness = (): BpfHarness => h!;
+const harness = useHarness(ROOT, installServices);
 const dp = () => harness().dp;
 
 const podOf = (f: Family) => planOf(f).backend(5);
 const vipOf = (f: Family) => planOf(f).vip(30);
 const otherClient = (f: Family) => planOf(f).client(10);
 
-beforeAll(() => {
-  h = BpfHarness.open(ROOT);
+/** The file's Services, written once. */
+function installServices(h: BpfHarness): void {
   for (const [f, proto] of CASES) {
     const id = f * 100 + (proto === 'tcp' ? 30 : 70);
     addService(h.dp, {
@@ -52,14 +52,9 @@ beforeAll(() => {
       flags: LB_F_REJECT_NO_ENDPOINTS,
     });
   }
-});
-afterAll(() => BpfHarness.destroy(h, ROOT));
-beforeEach(() => {
-  harness().clearFlows();
-  clearSnat(dp());
-  setNodeConfig(dp());
-  mockFib(dp());
-});
+}
+
+beforeEach(() => resetNorthSouth(harness()));
 
 function ctLookup(f: Family, key: { saddr: string; daddr: string; sport: number; dport: number; proto: number; dir: number }) {
   return f === 4 ? dp().maps.ct4.lookup(key) : dp().maps.ct6.lookup(key);

@@ -12,30 +12,29 @@
 //   client         198.18.0.10           2001:2::1:10
 //   LoadBalancer   198.19.0.1            2001:2:0:ff::1       LB_F_DSR, :80 / :53
 //   backend        198.18.1.1            2001:2::2:1          :80 / :53, on the backend node
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BE_F_LOCAL, LB_F_DSR, LB_F_REJECT_NO_ENDPOINTS, LB_KIND_LOAD_BALANCER } from '../../src/bpf/abi.js';
 import {
-  BpfHarness,
   CASES,
   FAMILIES,
   TC_ACT_OK,
+  TC_ACT_REDIRECT,
   VIP_PORT,
   countedOnce,
   expectChecksumsOk,
   flowFrame,
   planOf,
+  useHarness,
   type Family,
   type FlowFrame,
   type L4Proto,
 } from '../lib/bpf-harness.js';
-import { DSR_OVERHEAD, expectEncapsulated, setDsrNodeConfig, setTestMtu } from '../lib/dsr.js';
-import { clearSnat, mockFib } from '../lib/north-south.js';
+import { DSR_OVERHEAD, expectEncapsulated, resetDsrNode, setTestMtu } from '../lib/dsr.js';
 import { ICMP4, ICMP6, ipPacketOf, ipv4Tcp, ipv6Tcp, parseFrame } from '../lib/packet.js';
 import { addService } from '../lib/services.js';
 
 const ENTRY_ROOT = '/sys/fs/bpf/strait-test-mtu-entry';
 const BACKEND_ROOT = '/sys/fs/bpf/strait-test-mtu-backend';
-const TC_ACT_REDIRECT = 7;
 const MTU = 1500;
 /** Fixed IP + L4 header bytes of a plain packet. */
 const HEADERS: Readonly<Record<Family, Record<L4Proto, number>>> = {
@@ -43,18 +42,14 @@ const HEADERS: Readonly<Record<Family, Record<L4Proto, number>>> = {
   6: { tcp: 60, udp: 48 },
 };
 
-let entryH: BpfHarness | undefined;
-let backendH: BpfHarness | undefined;
-const entry = (): BpfHarness => entryH!;
-const backendNode = (): BpfHarness => backendH!;
+const entry = useHarness(ENTRY_ROOT);
+const backendNode = useHarness(BACKEND_ROOT);
 const nodeAddr = (f: Family, n: 1 | 2) => planOf(f).node(n);
 const backend = (f: Family) => planOf(f).backend(1);
 const client = (f: Family) => planOf(f).client(10);
 const vip = (f: Family) => planOf(f).vip(1);
 
 beforeAll(() => {
-  entryH = BpfHarness.open(ENTRY_ROOT);
-  backendH = BpfHarness.open(BACKEND_ROOT);
   for (const [f, proto] of CASES) {
     const id = f * 100 + (proto === 'tcp' ? 10 : 50);
     const port = VIP_PORT[proto];
@@ -64,24 +59,11 @@ beforeAll(() => {
   }
 });
 
-afterAll(() => {
-  BpfHarness.destroy(entryH, ENTRY_ROOT);
-  BpfHarness.destroy(backendH, BACKEND_ROOT);
-});
-
 beforeEach(() => {
-  for (const [h, n] of [
-    [entry(), 1],
-    [backendNode(), 2],
-  ] as const) {
-    h.clearFlows();
-    clearSnat(h.dp);
-    h.dp.maps.dsrRevnat4.clear();
-    h.dp.maps.dsrRevnat6.clear();
-    setDsrNodeConfig(h.dp, { addr4: nodeAddr(4, n), addr6: nodeAddr(6, n) });
-    mockFib(h.dp);
-    setTestMtu(h.dp, MTU);
-  }
+  resetDsrNode(entry(), 1);
+  resetDsrNode(backendNode(), 2);
+  setTestMtu(entry().dp, MTU);
+  setTestMtu(backendNode().dp, MTU);
 });
 
 /** A client packet of exactly `l3` IP bytes (DF set on IPv4 unless `df` is false). */

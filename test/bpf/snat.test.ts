@@ -18,7 +18,7 @@
 //   NodePorts      30080/TCP, 30053/UDP (remote backend); 30180/TCP, 30153/UDP (local backend)
 //   SNAT range     61000-61999 (config); 2 ports where a test exhausts it
 //   FIB (mocked)   out of ifindex 7, 02:00:00:00:0a:01 -> 02:00:00:00:0b:02
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import {
@@ -43,6 +43,7 @@ import {
   NS_PER_SEC,
   TARGET_PORT,
   TC_ACT_OK,
+  TC_ACT_REDIRECT,
   TC_ACT_SHOT,
   TC_ACT_UNSPEC,
   TEST_SETTINGS,
@@ -53,6 +54,7 @@ import {
   flowFrame,
   monotonicNs,
   planOf,
+  useHarness,
   type Family,
   type FlowFrame,
   type L4Proto,
@@ -64,9 +66,9 @@ import {
   SNAT_MAX,
   SNAT_MIN,
   UPLINK_MAC,
-  clearSnat,
   lastFibLookup,
   mockFib,
+  resetNorthSouth,
   setNodeConfig,
 } from '../lib/north-south.js';
 import {
@@ -90,12 +92,10 @@ import {
 import { addService, protoNumber } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-snat';
-const TC_ACT_REDIRECT = 7;
 const NODE_PORT: Readonly<Record<L4Proto, number>> = { tcp: 30080, udp: 30053 };
 const LOCAL_NODE_PORT: Readonly<Record<L4Proto, number>> = { tcp: 30180, udp: 30153 };
 
-let h: BpfHarness | undefined;
-const harness = (): BpfHarness => h!;
+const harness = useHarness(ROOT, installServices);
 const dp = () => harness().dp;
 
 const remoteBackend = (f: Family) => planOf(f).backend(1);
@@ -119,30 +119,23 @@ function frontend(f: Family, proto: L4Proto, kind: 'nodePort' | 'localNodePort' 
   }
 }
 
-beforeAll(() => {
-  h = BpfHarness.open(ROOT);
+/** The file's Services, written once. */
+function installServices(h: BpfHarness): void {
   for (const [family, proto] of CASES) {
     const base = family * 100 + (proto === 'tcp' ? 10 : 50);
     const remote = { id: base + 1, addr: remoteBackend(family), port: TARGET_PORT[proto] };
     const local = { id: base + 9, addr: localBackend(family), port: TARGET_PORT[proto], flags: BE_F_LOCAL };
     const add = (id: number, fe: { addr: string; port: number }, kind: number, backends: (typeof remote)[]) =>
-      addService(h!.dp, { id, vip: fe.addr, port: fe.port, proto, kind, backends, flags: LB_F_REJECT_NO_ENDPOINTS });
+      addService(h.dp, { id, vip: fe.addr, port: fe.port, proto, kind, backends, flags: LB_F_REJECT_NO_ENDPOINTS });
     add(base + 2, frontend(family, proto, 'nodePort'), LB_KIND_NODE_PORT, [remote]);
     add(base + 3, frontend(family, proto, 'localNodePort'), LB_KIND_NODE_PORT, [local]);
     add(base + 4, frontend(family, proto, 'loadBalancer'), LB_KIND_LOAD_BALANCER, [remote]);
     add(base + 5, frontend(family, proto, 'externalIP'), LB_KIND_EXTERNAL_IP, [remote]);
     add(base + 6, frontend(family, proto, 'clusterIP'), LB_KIND_CLUSTER_IP, [remote]);
   }
-});
+}
 
-afterAll(() => BpfHarness.destroy(h, ROOT));
-
-beforeEach(() => {
-  harness().clearFlows();
-  clearSnat(dp());
-  setNodeConfig(dp());
-  mockFib(dp());
-});
+beforeEach(() => resetNorthSouth(harness()));
 
 /** A client's packet to a frontend (TCP: SYN unless `extra` says otherwise). */
 function toFrontend(f: Family, proto: L4Proto, fe: { addr: string; port: number }, sport: number, extra: Partial<FlowFrame> = {}): Buffer {

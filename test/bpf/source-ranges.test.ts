@@ -14,7 +14,7 @@
 //   other Service    198.19.0.7, whose ranges hold the other client (must not leak)
 //   backends         198.18.1.1 (another node), 198.18.1.9 (local)
 //   node             198.18.2.1 / 2001:2::3:1; SNAT 61000-61999; FIB mocked
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import {
   BE_F_LOCAL,
   LB_F_REJECT_NO_ENDPOINTS,
@@ -26,23 +26,23 @@ import {
   CASES,
   TARGET_PORT,
   TC_ACT_OK,
+  TC_ACT_REDIRECT,
   TC_ACT_SHOT,
   VIP_PORT,
   countedOnce,
   flowFrame,
   planOf,
+  useHarness,
   type Family,
   type L4Proto,
 } from '../lib/bpf-harness.js';
-import { clearSnat, mockFib, setNodeConfig } from '../lib/north-south.js';
+import { resetNorthSouth } from '../lib/north-south.js';
 import { parseFrame } from '../lib/packet.js';
 import { addService } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-source-ranges';
-const TC_ACT_REDIRECT = 7;
 
-let h: BpfHarness | undefined;
-const harness = (): BpfHarness => h!;
+const harness = useHarness(ROOT, installServices);
 const dp = () => harness().dp;
 
 const ids = (f: Family, proto: L4Proto) => {
@@ -62,8 +62,8 @@ const ALLOWED: Readonly<Record<Family, string[]>> = {
   6: ['2001:2::1:0/120', '2001:2::1:201/128'],
 };
 
-beforeAll(() => {
-  h = BpfHarness.open(ROOT);
+/** The file's Services, written once. */
+function installServices(h: BpfHarness): void {
   for (const [f, proto] of CASES) {
     const p = planOf(f);
     const id = ids(f, proto);
@@ -79,16 +79,9 @@ beforeAll(() => {
     // Another Service allows the other client: its entry must not open ours.
     allowRange(f, id.other, f === 4 ? '198.18.0.200/32' : '2001:2::1:200/128');
   }
-});
+}
 
-afterAll(() => BpfHarness.destroy(h, ROOT));
-
-beforeEach(() => {
-  harness().clearFlows();
-  clearSnat(dp());
-  setNodeConfig(dp());
-  mockFib(dp());
-});
+beforeEach(() => resetNorthSouth(harness()));
 
 const packet = (f: Family, proto: L4Proto, client: string, vip: number, sport = 41000) =>
   flowFrame(f, proto, { src: client, dst: planOf(f).vip(vip), sport, dport: VIP_PORT[proto], payload: 'hi' });

@@ -12,47 +12,26 @@
 // 198.18.0.250; ClusterIPs 198.19.0.0/16. Lab "labkp": namespaces strait-labkp-*, state
 // /run/strait-labkp. Needs nft and iptables (make deps); never skipped.
 import { execFileSync } from 'node:child_process';
-import { existsSync, statSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ensureK8sBinaries, k8sBinariesCached, REPO_ROOT } from '../../src/lab/control-plane.js';
-import { cmdline, listNamespaces, livePid, strayProcesses } from '../../src/lab/host.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { cmdline, livePid } from '../../src/lab/host.js';
 import { kubeProxyMetrics, kubeProxySyncs } from '../../src/lab/kube-proxy.js';
-import { Lab, labBpfRoots, labDown, labStatus, labUp } from '../../src/lab/lab.js';
+import { labDown, labStatus } from '../../src/lab/lab.js';
 import { labLayout } from '../../src/lab/layout.js';
-import { STRAIT_MAIN } from '../../src/lab/programs.js';
+import { expectLabGone, useLab } from './semantics/lab-cluster.js';
 
 const NAME = 'labkp';
 const layout = labLayout(NAME);
-let lab: Lab;
-
-function newestSource(dir: string): number {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestSource(p) : e.name.endsWith('.ts') ? statSync(p).mtimeMs : 0);
-  }
-  return newest;
-}
 
 /** Tables of the root namespace's nftables (kube-proxy's must never appear there). */
 const rootTables = (): string => execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' });
 let rootTablesBefore = '';
-
-beforeAll(async () => {
-  if (!existsSync(STRAIT_MAIN)) throw new Error(`${STRAIT_MAIN} is missing: run make ts (make test builds first)`);
-  if (statSync(STRAIT_MAIN).mtimeMs < newestSource(join(REPO_ROOT, 'src'))) throw new Error(`${STRAIT_MAIN} is older than src/: run make ts`);
-  await ensureK8sBinaries();
-}, k8sBinariesCached() ? 120_000 : 90 * 60_000);
-
-beforeAll(async () => {
+beforeAll(() => {
   rootTablesBefore = rootTables();
-  lab = await labUp({ name: NAME, nodes: 1, kubeProxyNodes: ['nftables', 'iptables'], log: (l) => console.log(`[lab] ${l}`) });
-}, 180_000);
+});
 
-afterAll(async () => {
-  await labDown({ name: NAME });
-}, 60_000);
+const lab = useLab(NAME, { nodes: 1, kubeProxyNodes: ['nftables', 'iptables'] });
 
 /** The network namespace a process is in (`ip netns identify`). */
 const netnsOf = (pid: number): string => execFileSync('ip', ['netns', 'identify', String(pid)], { encoding: 'utf8' }).trim();
@@ -67,7 +46,7 @@ describe('kube-proxy twin nodes', () => {
       ['node3', 'kube-proxy iptables', true],
     ]);
     for (const name of ['node2', 'node3']) {
-      const n = lab.node(name);
+      const n = lab().node(name);
       const pid = livePid(n.kubeProxy!.pidFile, 'kube-proxy');
       expect(pid, `${name}'s kube-proxy`).toBeDefined();
       expect(netnsOf(pid!)).toBe(n.ns);
@@ -78,58 +57,58 @@ describe('kube-proxy twin nodes', () => {
     }
     // its rules are the node namespace's own: nothing in the root namespace
     expect(rootTables()).toBe(rootTablesBefore);
-    const nft = execFileSync('ip', ['netns', 'exec', lab.node('node2').ns, 'nft', 'list', 'tables'], { encoding: 'utf8' });
+    const nft = execFileSync('ip', ['netns', 'exec', lab().node('node2').ns, 'nft', 'list', 'tables'], { encoding: 'utf8' });
     expect(nft).toContain('table ip kube-proxy');
-    const ipt = execFileSync('ip', ['netns', 'exec', lab.node('node3').ns, 'iptables-save', '-t', 'nat'], { encoding: 'utf8' });
+    const ipt = execFileSync('ip', ['netns', 'exec', lab().node('node3').ns, 'iptables-save', '-t', 'nat'], { encoding: 'utf8' });
     expect(ipt).toContain(':KUBE-SERVICES');
   });
 
   test('NodePort on each twin reaches the backend on the strait node, masqueraded to the twin', async () => {
-    await lab.kubelet.createPod({ name: 'web-1', node: 'node1', labels: { app: 'web' } });
-    await lab.cp.api('POST', '/api/v1/namespaces/default/services', {
+    await lab().kubelet.createPod({ name: 'web-1', node: 'node1', labels: { app: 'web' } });
+    await lab().cp.api('POST', '/api/v1/namespaces/default/services', {
       apiVersion: 'v1', kind: 'Service', metadata: { name: 'web' },
       spec: { type: 'NodePort', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30090, protocol: 'TCP' }] },
     });
     for (const name of ['node2', 'node3']) {
-      const n = lab.node(name);
-      await lab.waitFor(`${name} to serve 30090`, async () => {
-        const r = await lab.echoClient(lab.state.external.ns, 'http', `${n.addr4}:30090`, { count: 1, timeoutMs: 1_000 }).catch(() => undefined);
+      const n = lab().node(name);
+      await lab().waitFor(`${name} to serve 30090`, async () => {
+        const r = await lab().echoClient(lab().state.external.ns, 'http', `${n.addr4}:30090`, { count: 1, timeoutMs: 1_000 }).catch(() => undefined);
         return r?.ok === 1 || 'no reply yet';
       }, 60_000);
-      const r = await lab.echoClient(lab.state.external.ns, 'http', `${n.addr4}:30090`, { count: 20 });
+      const r = await lab().echoClient(lab().state.external.ns, 'http', `${n.addr4}:30090`, { count: 20 });
       expect(r.failed).toBe(0);
       expect(r.byPod).toEqual({ 'web-1': 20 });
       // externalTrafficPolicy Cluster: kube-proxy masquerades to the entry node's address
       expect(new Set(r.replies.map((x) => x.client.replace(/:\d+$/, '')))).toEqual(new Set([n.addr4]));
     }
     // --nodeport-addresses: the twin serves NodePorts on its own address only
-    const nodeports = execFileSync('ip', ['netns', 'exec', lab.node('node2').ns, 'nft', 'list', 'set', 'ip', 'kube-proxy', 'nodeport-ips'], { encoding: 'utf8' });
+    const nodeports = execFileSync('ip', ['netns', 'exec', lab().node('node2').ns, 'nft', 'list', 'set', 'ip', 'kube-proxy', 'nodeport-ips'], { encoding: 'utf8' });
     expect(nodeports).toMatch(/elements = \{ 198\.18\.0\.2 \}/);
   }, 120_000);
 
   test("externalTrafficPolicy Local on a twin reaches the twin's own pod with the client's address", async () => {
     for (const name of ['node2', 'node3']) {
       // a pod on a twin: no agent attaches to its veth, the lab's kubelet must not wait for one
-      await lab.kubelet.createPod({ name: `local-${name}`, node: name, labels: { app: 'local' } });
+      await lab().kubelet.createPod({ name: `local-${name}`, node: name, labels: { app: 'local' } });
     }
-    await lab.cp.api('POST', '/api/v1/namespaces/default/services', {
+    await lab().cp.api('POST', '/api/v1/namespaces/default/services', {
       apiVersion: 'v1', kind: 'Service', metadata: { name: 'local' },
       spec: { type: 'NodePort', externalTrafficPolicy: 'Local', selector: { app: 'local' }, ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30091, protocol: 'TCP' }] },
     });
     for (const name of ['node2', 'node3']) {
-      const n = lab.node(name);
-      await lab.waitFor(`${name} to serve 30091`, async () => {
-        const r = await lab.echoClient(lab.state.external.ns, 'http', `${n.addr4}:30091`, { count: 1, timeoutMs: 1_000 }).catch(() => undefined);
+      const n = lab().node(name);
+      await lab().waitFor(`${name} to serve 30091`, async () => {
+        const r = await lab().echoClient(lab().state.external.ns, 'http', `${n.addr4}:30091`, { count: 1, timeoutMs: 1_000 }).catch(() => undefined);
         return r?.ok === 1 || 'no reply yet';
       }, 60_000);
-      const r = await lab.echoClient(lab.state.external.ns, 'http', `${n.addr4}:30091`, { count: 10 });
+      const r = await lab().echoClient(lab().state.external.ns, 'http', `${n.addr4}:30091`, { count: 10 });
       expect(r.byPod).toEqual({ [`local-${name}`]: 10 });
-      expect(new Set(r.replies.map((x) => x.client.replace(/:\d+$/, '')))).toEqual(new Set([lab.state.external.addr4]));
+      expect(new Set(r.replies.map((x) => x.client.replace(/:\d+$/, '')))).toEqual(new Set([lab().state.external.addr4]));
     }
   }, 120_000);
 
   test('lab down after a crash leaves no kube-proxy, relay, namespace or state', async () => {
-    const kp = lab.nodes.flatMap((n) => (n.kubeProxy ? [n.kubeProxy] : []));
+    const kp = lab().nodes.flatMap((n) => (n.kubeProxy ? [n.kubeProxy] : []));
     const pids = kp.flatMap((k) => [livePid(k.pidFile, 'kube-proxy'), livePid(k.apiRelayPidFile, 'netns-relay'), livePid(k.nodeRelayPidFile, 'netns-relay')]);
     expect(pids.every((p) => p !== undefined)).toBe(true);
     // A crash that lost the bookkeeping: no lab.json, no relay pid files.
@@ -137,10 +116,7 @@ describe('kube-proxy twin nodes', () => {
     const r = await labDown({ name: NAME });
     expect(r.removedAnything).toBe(true);
     for (const p of pids) expect(cmdline(p!), `process ${p}`).toBeUndefined();
-    expect(strayProcesses(layout.stateDir)).toEqual([]);
-    expect((await listNamespaces()).filter((n) => n.startsWith(`${layout.prefix}-`))).toEqual([]);
-    expect(labBpfRoots(layout)).toEqual([]);
-    expect(existsSync(layout.stateDir)).toBe(false);
+    await expectLabGone(layout);
     expect(rootTables()).toBe(rootTablesBefore);
   }, 60_000);
 });

@@ -14,45 +14,18 @@
 // Never skipped: missing Kubernetes binaries are built first (long: hence the hook timeout); a
 // missing or stale dist/ (the agents run the compiled CLI) fails the file with "run make ts".
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { hostPort } from '../../src/cli/format.js';
-import { ensureK8sBinaries, k8sBinariesCached, REPO_ROOT } from '../../src/lab/control-plane.js';
-import { cmdline, listNamespaces, livePid, strayProcesses } from '../../src/lab/host.js';
-import { Lab, labBpfRoots, labDown, labStatus, labUp } from '../../src/lab/lab.js';
+import { cmdline, listNamespaces, livePid } from '../../src/lab/host.js';
+import { labDown, labStatus, labUp } from '../../src/lab/lab.js';
 import { labLayout } from '../../src/lab/layout.js';
-import { STRAIT_MAIN } from '../../src/lab/programs.js';
+import { expectLabGone, useLab } from './semantics/lab-cluster.js';
 
 const NAME = 'labe2e';
 const layout = labLayout(NAME);
-let lab: Lab;
-
-function newestSource(dir: string): number {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestSource(p) : e.name.endsWith('.ts') ? statSync(p).mtimeMs : 0);
-  }
-  return newest;
-}
-
-beforeAll(async () => {
-  if (!existsSync(STRAIT_MAIN)) throw new Error(`${STRAIT_MAIN} is missing: run make ts (make test builds first)`);
-  if (statSync(STRAIT_MAIN).mtimeMs < newestSource(join(REPO_ROOT, 'src'))) throw new Error(`${STRAIT_MAIN} is older than src/: run make ts`);
-  await ensureK8sBinaries();
-}, k8sBinariesCached() ? 120_000 : 90 * 60_000);
-
-beforeAll(async () => {
-  const t0 = performance.now();
-  lab = await labUp({ name: NAME, nodes: 2, log: (l) => console.log(`[lab] ${l}`) });
-  console.log(`lab up in ${Math.round(performance.now() - t0)} ms:`, lab.state.timings);
-}, 180_000);
-
-afterAll(async () => {
-  // The safety net: the last test takes the lab down and checks; this runs even when it failed.
-  await labDown({ name: NAME });
-}, 60_000);
+const lab = useLab(NAME);
 
 /** 'a.b.c.d:port' / '[v6]:port' → the address. */
 const addrOf = (hp: string): string => hp.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
@@ -66,7 +39,7 @@ describe('strait lab', () => {
     expect(st.state).toBe('up');
     expect(st.nodes.map((n) => [n.name, n.agentReady])).toEqual([['node1', true], ['node2', true]]);
     expect([...st.namespaces].sort()).toEqual([layout.externalNs, layout.fabricNs, `${layout.prefix}-node1`, `${layout.prefix}-node2`].sort());
-    const nodes = await lab.cp.api('GET', '/api/v1/nodes');
+    const nodes = await lab().cp.api('GET', '/api/v1/nodes');
     expect(nodes.items.map((n: { metadata: { name: string; labels: Record<string, string> }; status: { addresses: { type: string; address: string }[] } }) => [
       n.metadata.name,
       n.metadata.labels['topology.kubernetes.io/zone'],
@@ -83,7 +56,7 @@ describe('strait lab', () => {
   });
 
   test('a selector Service through the real EndpointSlice controller: a client pod reaches pods on both nodes through the ClusterIP', async () => {
-    const k = lab.kubelet;
+    const k = lab().kubelet;
     const [web1, web2, client] = await Promise.all([
       k.createPod({ name: 'web-1', node: 'node1', labels: { app: 'web' } }),
       k.createPod({ name: 'web-2', node: 'node2', labels: { app: 'web' } }),
@@ -91,25 +64,25 @@ describe('strait lab', () => {
     ]);
     expect(web1.addr4).toMatch(/^198\.18\.17\.\d+$/);
     expect(web2.addr4).toMatch(/^198\.18\.18\.\d+$/);
-    const svc = await lab.cp.api('POST', '/api/v1/namespaces/default/services', {
+    const svc = await lab().cp.api('POST', '/api/v1/namespaces/default/services', {
       apiVersion: 'v1',
       kind: 'Service',
       metadata: { name: 'web' },
       spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] },
     });
     clusterIP = svc.spec.clusterIP;
-    const slices = await lab.waitFor('the EndpointSlice controller', async () => {
-      const l = await lab.cp.api('GET', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb');
+    const slices = await lab().waitFor('the EndpointSlice controller', async () => {
+      const l = await lab().cp.api('GET', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb');
       const eps = l.items.flatMap((s: { endpoints?: { addresses: string[]; nodeName?: string }[] }) => s.endpoints ?? []);
       return eps.length === 2 || `${eps.length} endpoints`;
     }, 60_000); // the controller's first slice waits on its informers: slow on a loaded 2-core machine
-    const ms = await lab.waitFor('node1 to program the ClusterIP with both backends', async () => {
-      const f = await lab.frontend('node1', clusterIP, 80);
+    const ms = await lab().waitFor('node1 to program the ClusterIP with both backends', async () => {
+      const f = await lab().frontend('node1', clusterIP, 80);
       return f?.backends.length === 2 || `${f?.backends.length ?? 0} backends`;
     });
     console.log(`slices after ${slices} ms, programmed on node1 ${ms} ms later`);
 
-    const s = await lab.echoClient(client.netns, 'http', hostPort(clusterIP, 80), { count: 60, parallel: 6, timeoutMs: 2_000 });
+    const s = await lab().echoClient(client.netns, 'http', hostPort(clusterIP, 80), { count: 60, parallel: 6, timeoutMs: 2_000 });
     expect(s.errors).toEqual([]);
     expect(s.ok).toBe(60);
     expect(Object.keys(s.byPod).sort()).toEqual(['web-1', 'web-2']);
@@ -119,47 +92,47 @@ describe('strait lab', () => {
   });
 
   test('a readiness flip takes a pod out of rotation, and back', async () => {
-    const client = lab.kubelet.pod('client');
-    await lab.kubelet.setReady('web-2', false);
-    const out = await lab.waitFor('web-2 out of node1\'s ClusterIP backends', async () => {
-      const f = await lab.frontend('node1', clusterIP, 80);
-      return (f?.backends.length === 1 && f.backends[0]?.address === lab.kubelet.pod('web-1').addr4) || `${f?.backends.map((b) => b.address).join(',')}`;
+    const client = lab().kubelet.pod('client');
+    await lab().kubelet.setReady('web-2', false);
+    const out = await lab().waitFor('web-2 out of node1\'s ClusterIP backends', async () => {
+      const f = await lab().frontend('node1', clusterIP, 80);
+      return (f?.backends.length === 1 && f.backends[0]?.address === lab().kubelet.pod('web-1').addr4) || `${f?.backends.map((b) => b.address).join(',')}`;
     });
-    const s = await lab.echoClient(client.netns, 'http', hostPort(clusterIP, 80), { count: 40, parallel: 4, timeoutMs: 2_000 });
+    const s = await lab().echoClient(client.netns, 'http', hostPort(clusterIP, 80), { count: 40, parallel: 4, timeoutMs: 2_000 });
     expect(s.ok).toBe(40);
     expect(s.byPod).toEqual({ 'web-1': 40 });
 
-    await lab.kubelet.setReady('web-2', true);
-    const back = await lab.waitFor('web-2 back', async () => (await lab.frontend('node1', clusterIP, 80))?.backends.length === 2);
-    const s2 = await lab.echoClient(client.netns, 'http', hostPort(clusterIP, 80), { count: 40, parallel: 4, timeoutMs: 2_000 });
+    await lab().kubelet.setReady('web-2', true);
+    const back = await lab().waitFor('web-2 back', async () => (await lab().frontend('node1', clusterIP, 80))?.backends.length === 2);
+    const s2 = await lab().echoClient(client.netns, 'http', hostPort(clusterIP, 80), { count: 40, parallel: 4, timeoutMs: 2_000 });
     expect(s2.ok).toBe(40);
     expect(Object.keys(s2.byPod).sort()).toEqual(['web-1', 'web-2']);
     console.log(`not ready → out of the maps in ${out} ms; ready → back in ${back} ms`);
   });
 
   test('a deleted pod goes through terminating and leaves rotation; its namespace and address go', async () => {
-    const web2 = lab.kubelet.pod('web-2');
-    await lab.kubelet.startDeletion('web-2');
-    const pod = await lab.cp.api('GET', '/api/v1/namespaces/default/pods/web-2');
+    const web2 = lab().kubelet.pod('web-2');
+    await lab().kubelet.startDeletion('web-2');
+    const pod = await lab().cp.api('GET', '/api/v1/namespaces/default/pods/web-2');
     expect(pod.metadata.deletionTimestamp).toBeTruthy();
-    await lab.waitFor('web-2 out of rotation while terminating', async () => (await lab.frontend('node1', clusterIP, 80))?.backends.length === 1);
-    await lab.kubelet.finishDeletion('web-2');
-    expect((await lab.cp.request('GET', '/api/v1/namespaces/default/pods/web-2')).status).toBe(404);
+    await lab().waitFor('web-2 out of rotation while terminating', async () => (await lab().frontend('node1', clusterIP, 80))?.backends.length === 1);
+    await lab().kubelet.finishDeletion('web-2');
+    expect((await lab().cp.request('GET', '/api/v1/namespaces/default/pods/web-2')).status).toBe(404);
     expect(await listNamespaces()).not.toContain(web2.netns);
     expect(existsSync(web2.ipamFile)).toBe(false);
     // The agent's --devices pattern (lxc*) forgets the vanished veth: its link pin goes.
-    const n2 = lab.node('node2');
-    await lab.waitFor("node2's agent to forget web-2's veth", () => !existsSync(join(n2.bpfRoot, 'links', `${n2.ns}-${web2.hostVeth}-ingress`)), 5_000);
+    const n2 = lab().node('node2');
+    await lab().waitFor("node2's agent to forget web-2's veth", () => !existsSync(join(n2.bpfRoot, 'links', `${n2.ns}-${web2.hostVeth}-ingress`)), 5_000);
   });
 
   test('lab down leaves nothing: namespaces, pins, processes, state', async () => {
-    const agentPids = lab.nodes.map((n) => livePid(n.agentPidFile, n.bpfRoot));
+    const agentPids = lab().nodes.map((n) => livePid(n.agentPidFile, n.bpfRoot));
     expect(agentPids.every((p) => p !== undefined)).toBe(true);
-    const cpPids = lab.cp.runningPids();
+    const cpPids = lab().cp.runningPids();
     expect(cpPids).toHaveLength(3);
-    const podPids = lab.kubelet.pods().flatMap((p) => (p.pidFile ? [livePid(p.pidFile, 'echo-server')] : []));
+    const podPids = lab().kubelet.pods().flatMap((p) => (p.pidFile ? [livePid(p.pidFile, 'echo-server')] : []));
 
-    const r = await lab.down();
+    const r = await lab().down();
     expect(r.namespaces.length).toBeGreaterThanOrEqual(5);
     await expectNothingLeft([...agentPids, ...cpPids, ...podPids].filter((p): p is number => p !== undefined));
   });
@@ -180,8 +153,5 @@ describe('strait lab', () => {
 
 async function expectNothingLeft(pids: readonly number[]): Promise<void> {
   for (const p of pids) expect(cmdline(p), `process ${p}`).toBeUndefined();
-  expect(strayProcesses(layout.stateDir)).toEqual([]);
-  expect((await listNamespaces()).filter((n) => n.startsWith(`${layout.prefix}-`))).toEqual([]);
-  expect(labBpfRoots(layout)).toEqual([]);
-  expect(existsSync(layout.stateDir)).toBe(false);
+  await expectLabGone(layout);
 }

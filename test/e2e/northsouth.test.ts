@@ -31,30 +31,21 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Dataplane, sumMetrics } from '../../src/bpf/dataplane.js';
 import { hostPort } from '../../src/lab/echo-client.js';
-import { labUp, type LabUpOptions } from '../../src/lab/lab.js';
 import type { EchoSummary, FrontendView, Pod } from './semantics/cluster.js';
 import { addrOf, createService } from './semantics/checks.js';
-import { BINARIES_HOOK_MS, LabCluster, prepareLab } from './semantics/lab-cluster.js';
+import { parseTcpdump, tcpdumpArgs, type CapturedFrame } from '../lib/tcpdump.js';
+import { BINARIES_HOOK_MS, LAB_DOWN_MS, LAB_UP_MS, LabCluster, prepareLab, type LabSpec } from './semantics/lab-cluster.js';
 
 const SERVICES = '/api/v1/namespaces/default/services';
 const LB_NET = { 4: '198.18.240.0/24', 6: '2001:2:0:240::/64' } as const;
 const FAMILIES = [4, 6] as const;
 type Family = (typeof FAMILIES)[number];
-const LAB_UP_MS = 180_000;
-const LAB_DOWN_MS = 60_000;
 /** The controller's slices and then every agent's maps: slow on a loaded 2-core machine. */
 const PROGRAM_WAIT_MS = 60_000;
 
 beforeAll(prepareLab, BINARIES_HOOK_MS);
 
 // ---- helpers --------------------------------------------------------------------------------
-
-async function labCluster(name: string, opts: Omit<LabUpOptions, 'name' | 'log'>): Promise<LabCluster> {
-  const t0 = performance.now();
-  const lab = await labUp({ name, nodes: 2, log: (l) => console.log(`[${name}] ${l}`), ...opts });
-  console.log(`lab ${name} up in ${Math.round(performance.now() - t0)} ms`);
-  return new LabCluster(lab);
-}
 
 const nodeAddr = (c: LabCluster, node: string, f: Family): string => {
   const n = c.lab.node(node);
@@ -106,33 +97,12 @@ function clientsByPod(s: EchoSummary): Record<string, string[]> {
 
 // ---- fabric capture -------------------------------------------------------------------------
 
-/** One line of `tcpdump -t -nn -e`. */
-interface Frame {
-  srcMac: string;
-  dstMac: string;
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  rest: string;
-}
-
-function parseTcpdump(text: string): Frame[] {
-  const out: Frame[] = [];
-  const re = /^([0-9a-f:]{17}) > ([0-9a-f:]{17}), ethertype IPv[46] \(0x[0-9a-f]+\), length \d+: (\S+)\.(\d+) > (\S+)\.(\d+): (.*)$/;
-  for (const line of text.split('\n')) {
-    const m = re.exec(line);
-    if (m) out.push({ srcMac: m[1]!, dstMac: m[2]!, src: m[3]!, sport: Number(m[4]), dst: m[5]!, dport: Number(m[6]), rest: m[7]! });
-  }
-  return out;
-}
-
 /**
  * Runs fn with tcpdump on the external client's port of the fabric bridge ("ext" in the fabric
  * namespace: every frame to or from the client, with the MAC of the host that sent it).
  */
-async function captureClientPort<T>(c: LabCluster, fn: () => Promise<T>): Promise<{ result: T; frames: Frame[] }> {
-  const dump: ChildProcess = spawn('ip', ['netns', 'exec', c.lab.state.fabricNs, 'tcpdump', '-i', 'ext', '-t', '-nn', '-e', '-l', '-U', 'ip or ip6'], {
+async function captureClientPort<T>(c: LabCluster, fn: () => Promise<T>): Promise<{ result: T; frames: CapturedFrame[] }> {
+  const dump: ChildProcess = spawn('ip', ['netns', 'exec', c.lab.state.fabricNs, 'tcpdump', ...tcpdumpArgs('ext')], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -169,7 +139,7 @@ describe('SNAT (default agents): NodePort, LoadBalancer ingress IP and externalI
   const PORT = { TCP: 80, UDP: 53 } as const;
 
   beforeAll(async () => {
-    c = await labCluster(NAME, {});
+    c = await LabCluster.up(NAME);
     pods = await c.createPods([
       { name: 'ns-1', node: 'node1', labels: { app: 'ns' } },
       { name: 'ns-2', node: 'node2', labels: { app: 'ns' } },
@@ -255,7 +225,7 @@ describe('SNAT (default agents): NodePort, LoadBalancer ingress IP and externalI
  * The DSR checks of one lab: a LoadBalancer Service (port 9000 → targetPort 9000, TCP and UDP,
  * dual-stack) with an externalIP, its only pod on node2, entered via node1.
  */
-function dsrChecks(name: string, opts: LabUpOptions, xdp: boolean, exhaustion: boolean): void {
+function dsrChecks(name: string, opts: LabSpec, xdp: boolean, exhaustion: boolean): void {
   const LB = { 4: '198.18.240.20', 6: '2001:2:0:240::20' } as const;
   const EIP = { 4: '198.18.240.21', 6: '2001:2:0:240::21' } as const;
   const PORT = 9000;
@@ -265,7 +235,7 @@ function dsrChecks(name: string, opts: LabUpOptions, xdp: boolean, exhaustion: b
   const macs = { node1: '', node2: '' };
 
   beforeAll(async () => {
-    c = await labCluster(name, opts);
+    c = await LabCluster.up(name, opts);
     [pod] = (await c.createPods([{ name: 'dsr-2', node: 'node2', labels: { app: 'dsr' } }])) as [Pod];
     const svc = await createService(c, 'dsr', {
       type: 'LoadBalancer',

@@ -9,24 +9,14 @@
 // on (STRAIT_E2E_EXPECTED_FAILURES=run runs them as ordinary tests, to see why they fail); nothing
 // is skipped. The lab is named "labsem" (namespaces strait-labsem-*), so it never meets
 // the demo's lab or another e2e file's.
-import { afterAll, beforeAll, describe, test } from 'vitest';
-import { labDown } from '../../src/lab/lab.js';
+import { describe, test } from 'vitest';
 import { SERVICE_CHECKS, checkTitle, testFor } from './semantics/checks.js';
-import { BINARIES_HOOK_MS, LabCluster, prepareLab } from './semantics/lab-cluster.js';
+import { useLabCluster } from './semantics/lab-cluster.js';
 
-const NAME = 'labsem';
-let cluster: LabCluster;
-
-beforeAll(prepareLab, BINARIES_HOOK_MS);
-beforeAll(async () => {
-  cluster = await LabCluster.up(NAME, 2);
-}, 180_000);
-afterAll(async () => {
-  await labDown({ name: NAME });
-}, 60_000);
+const cluster = useLabCluster('labsem');
 
 describe('Kubernetes semantics in the lab: Services', () => {
   for (const ch of SERVICE_CHECKS) {
-    (testFor(ch, 'lab') === 'fails' ? test.fails : test)(checkTitle(ch, 'lab'), () => ch.run(cluster), ch.timeoutMs);
+    (testFor(ch, 'lab') === 'fails' ? test.fails : test)(checkTitle(ch, 'lab'), () => ch.run(cluster()), ch.timeoutMs);
   }
 });

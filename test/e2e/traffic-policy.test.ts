@@ -7,24 +7,14 @@
 // part 1 is semantics.test.ts. Lab "labpol" (namespaces strait-labpol-*).
 //
 // Not here: NodePort to a backend on another node (SNAT, issue 6), tested with that work.
-import { afterAll, beforeAll, describe, test } from 'vitest';
-import { labDown } from '../../src/lab/lab.js';
+import { describe, test } from 'vitest';
 import { POLICY_CHECKS, checkTitle, testFor } from './semantics/checks.js';
-import { BINARIES_HOOK_MS, LabCluster, prepareLab } from './semantics/lab-cluster.js';
+import { useLabCluster } from './semantics/lab-cluster.js';
 
-const NAME = 'labpol';
-let cluster: LabCluster;
-
-beforeAll(prepareLab, BINARIES_HOOK_MS);
-beforeAll(async () => {
-  cluster = await LabCluster.up(NAME, 2);
-}, 180_000);
-afterAll(async () => {
-  await labDown({ name: NAME });
-}, 60_000);
+const cluster = useLabCluster('labpol');
 
 describe('Kubernetes semantics in the lab: traffic policies, health checks, scale', () => {
   for (const ch of POLICY_CHECKS) {
-    (testFor(ch, 'lab') === 'fails' ? test.fails : test)(checkTitle(ch, 'lab'), () => ch.run(cluster), ch.timeoutMs);
+    (testFor(ch, 'lab') === 'fails' ? test.fails : test)(checkTitle(ch, 'lab'), () => ch.run(cluster()), ch.timeoutMs);
   }
 });

@@ -7,7 +7,8 @@ import { expect } from 'vitest';
 import { u32Codec, NODE_MODE_DSR, IPPROTO_TCP, IPPROTO_UDP } from '../../src/bpf/abi.js';
 import { struct, u32, type CodecValue } from '../../src/bpf/codec.js';
 import type { Dataplane } from '../../src/bpf/dataplane.js';
-import { FIB_IFINDEX, NEXT_HOP_MAC, SNAT_MAX, SNAT_MIN, UPLINK_MAC } from './north-south.js';
+import { planOf, type BpfHarness } from './bpf-harness.js';
+import { FIB_IFINDEX, NEXT_HOP_MAC, SNAT_MAX, SNAT_MIN, UPLINK_MAC, clearSnat, mockFib } from './north-south.js';
 import { ipPacketOf, parseFrame, parseIpPacket, type ParsedFrame, type ParsedPacket } from './packet.js';
 
 /** IPIP / IPv6-in-IPv6 protocol numbers. */
@@ -48,6 +49,20 @@ export function setDsrNodeConfig(dp: Dataplane, spec: DsrNodeSpec): void {
     snatPortMin: SNAT_MIN,
     snatPortMax: SNAT_MAX,
   });
+}
+
+/**
+ * Between tests: node `n` of the pair (1 the entry node, 2 the backend's
+ * node, at planOf(f).node(n)) with no flows, SNAT or DSR state, DSR on and
+ * the FIB mock answering success.
+ */
+export function resetDsrNode(h: BpfHarness, n: 1 | 2): void {
+  h.clearFlows();
+  clearSnat(h.dp);
+  h.dp.maps.dsrRevnat4.clear();
+  h.dp.maps.dsrRevnat6.clear();
+  setDsrNodeConfig(h.dp, { addr4: planOf(4).node(n), addr6: planOf(6).node(n) });
+  mockFib(h.dp);
 }
 
 export const l4Number = (proto: 'tcp' | 'udp'): number => (proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);

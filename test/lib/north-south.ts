@@ -6,6 +6,7 @@
 import { bytes, struct, u32, type CodecValue } from '../../src/bpf/codec.js';
 import { u32Codec } from '../../src/bpf/abi.js';
 import type { Dataplane } from '../../src/bpf/dataplane.js';
+import type { BpfHarness } from './bpf-harness.js';
 import { PLAN4, PLAN6, formatIp } from './packet.js';
 
 /** This node's addresses: the SNAT source and the NodePort frontend. */
@@ -90,4 +91,12 @@ export function setNodeConfig(dp: Dataplane, spec: NodeConfigSpec = {}): void {
 export function clearSnat(dp: Dataplane): void {
   dp.maps.snat4.clear();
   dp.maps.snat6.clear();
+}
+
+/** Between tests: no flows, no SNAT state, the node's `config` (`spec`) and the FIB mock answering success. */
+export function resetNorthSouth(h: BpfHarness, spec: NodeConfigSpec = {}): void {
+  h.clearFlows();
+  clearSnat(h.dp);
+  setNodeConfig(h.dp, spec);
+  mockFib(h.dp);
 }

@@ -35,6 +35,7 @@ import { XdpProgram } from '../../src/bpf/xdp.js';
 import { AgentProcess, assertDistFresh, killAllAgents, straitJson } from '../lib/agent-process.js';
 import { Lab, hostPort, type Proc } from '../lib/netns.js';
 import { addService, metric } from '../lib/services.js';
+import { parseTcpdump, tcpdumpArgs, type CapturedFrame } from '../lib/tcpdump.js';
 
 const PREFIX = 'st-dsr-';
 const ROOT = (n: 1 | 2) => `/sys/fs/bpf/strait-test-netns-dsr-n${n}`;
@@ -48,19 +49,6 @@ const POD_GW = { 4: '198.18.18.1', 6: '2001:2:0:18::1' } as const;
 const VIP = { 4: '198.19.0.10', 6: '2001:2:0:ff::a' } as const;
 const NODE_PORT = 30080;
 
-/** One line of `tcpdump -t -nn -e`: MACs, addresses and ports, the rest as text. */
-interface Captured {
-  srcMac: string;
-  dstMac: string;
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  /** Ethernet frame length. */
-  length: number;
-  rest: string;
-}
-
 /** A metric of the maps pinned under `root` (the agent's), summed over directions. */
 function pinnedMetric(root: string, reason: string): bigint {
   const maps = Dataplane.openPinned(root);
@@ -69,17 +57,6 @@ function pinnedMetric(root: string, reason: string): bigint {
   } finally {
     for (const m of Object.values(maps)) m.close();
   }
-}
-
-function parseTcpdump(text: string): Captured[] {
-  const out: Captured[] = [];
-  const re = /^([0-9a-f:]{17}) > ([0-9a-f:]{17}), ethertype IPv[46] \(0x[0-9a-f]+\), length (\d+): (\S+)\.(\d+) > (\S+)\.(\d+): (.*)$/;
-  for (const line of text.split('\n')) {
-    const m = re.exec(line);
-    if (!m) continue;
-    out.push({ srcMac: m[1]!, dstMac: m[2]!, length: Number(m[3]), src: m[4]!, sport: Number(m[5]), dst: m[6]!, dport: Number(m[7]), rest: m[8]! });
-  }
-  return out;
 }
 
 describe('DSR between two node namespaces, with a client on the fabric', () => {
@@ -183,8 +160,8 @@ describe('DSR between two node namespaces, with a client on the fabric', () => {
   });
 
   /** Runs `fn` with tcpdump on the client's port of the bridge; returns what it captured. */
-  async function captureClientPort<T>(fn: () => Promise<T>): Promise<{ result: T; frames: Captured[] }> {
-    const dump = lab.spawn(ns.f, 'tcpdump', ['-i', 'fc', '-t', '-nn', '-e', '-l', '-U', 'ip or ip6'], { label: 'tcpdump fc' });
+  async function captureClientPort<T>(fn: () => Promise<T>): Promise<{ result: T; frames: CapturedFrame[] }> {
+    const dump = lab.spawn(ns.f, 'tcpdump', tcpdumpArgs('fc'), { label: 'tcpdump fc' });
     for (let i = 0; i < 100 && !dump.stderr.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 50));
     if (!dump.stderr.includes('listening on')) throw new Error(`tcpdump did not start: ${dump.stderr}`);
     let result: T;
@@ -198,7 +175,7 @@ describe('DSR between two node namespaces, with a client on the fabric', () => {
   }
 
   /** Replies to the client from `from` (a frontend): all from node 2's MAC, none from node 1's. */
-  function expectRepliesFromNode2(frames: Captured[], from: string, port: number): Captured[] {
+  function expectRepliesFromNode2(frames: CapturedFrame[], from: string, port: number): CapturedFrame[] {
     const replies = frames.filter((c) => c.src === from && c.sport === port);
     expect(replies.length, `replies from ${from}:${port} captured`).toBeGreaterThan(0);
     for (const r of replies) expect(r.srcMac, `${r.src}.${r.sport} > ${r.dst}.${r.dport} ${r.rest}`).toBe(macs.n2);

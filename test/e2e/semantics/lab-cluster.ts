@@ -2,13 +2,15 @@
 // the lab plays kubelet, the external client is the fabric's 198.18.0.250 / 2001:2::250, and
 // what an agent programmed is read from its pinned maps (the code behind `strait lb list`).
 //
-// One lab per test file (beforeAll: startLab, afterAll: lab.down()); every file names its own lab
-// (lab<suffix>), so a crashed file's leftovers never meet another file's lab.
+// One lab per test file (useLab / useLabCluster: up in beforeAll, down in afterAll); every file
+// names its own lab (lab<suffix>), so a crashed file's leftovers never meet another file's lab.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { ensureK8sBinaries, k8sBinariesCached, REPO_ROOT } from '../../../src/lab/control-plane.js';
-import { Lab, labUp } from '../../../src/lab/lab.js';
-import { routeLine, run } from '../../../src/lab/host.js';
+import { Lab, labBpfRoots, labDown, labUp, type LabUpOptions } from '../../../src/lab/lab.js';
+import { listNamespaces, routeLine, run, strayProcesses } from '../../../src/lab/host.js';
+import type { LabLayout } from '../../../src/lab/layout.js';
 import { STRAIT_MAIN, childEnv, labNodeBinary } from '../../../src/lab/programs.js';
 import type { E2eCluster, EchoSpec, From, LbList, Pod, PodSpec } from './cluster.js';
 
@@ -30,9 +32,64 @@ export function assertBuilt(): void {
 /** The hook budget for building the Kubernetes binaries when they are not cached yet. */
 export const BINARIES_HOOK_MS = k8sBinariesCached() ? 120_000 : 90 * 60_000;
 
+/** Hook budgets of a lab coming up (control plane, nodes, agents) and going down. */
+export const LAB_UP_MS = 180_000;
+export const LAB_DOWN_MS = 60_000;
+
 export async function prepareLab(): Promise<void> {
   assertBuilt();
   await ensureK8sBinaries();
+}
+
+/** How a test file's lab is made: labUp's options but its name and log. Default 2 nodes. */
+export type LabSpec = Omit<LabUpOptions, 'name' | 'log'>;
+
+/** Brings lab `name` up (2 nodes unless `spec` says), its progress logged as [name]. */
+export async function upLab(name: string, spec: LabSpec = {}): Promise<Lab> {
+  const t0 = performance.now();
+  const lab = await labUp({ nodes: 2, ...spec, name, log: (l) => console.log(`[${name}] ${l}`) });
+  console.log(`lab ${name} up in ${Math.round(performance.now() - t0)} ms:`, lab.state.timings);
+  return lab;
+}
+
+/**
+ * The test file's lab: dist/ checked and the Kubernetes binaries ensured, then lab `name` up
+ * before the file's tests, and down after them — the safety net that runs even when a test
+ * failed (or already took it down). Call at the top of the file (or of a describe); the
+ * returned accessor is valid in tests.
+ */
+export function useLab(name: string, spec: LabSpec = {}): () => Lab {
+  let lab: Lab | undefined;
+  beforeAll(prepareLab, BINARIES_HOOK_MS);
+  beforeAll(async () => {
+    lab = await upLab(name, spec);
+  }, LAB_UP_MS);
+  afterAll(async () => {
+    await labDown({ name });
+  }, LAB_DOWN_MS);
+  return () => {
+    if (!lab) throw new Error(`lab ${name} is not up (its beforeAll failed, or this runs outside the file's tests)`);
+    return lab;
+  };
+}
+
+/** Nothing of the lab at `layout` is left: no stray process, namespace, bpf root or state dir. */
+export async function expectLabGone(layout: LabLayout): Promise<void> {
+  expect(strayProcesses(layout.stateDir)).toEqual([]);
+  expect((await listNamespaces()).filter((n) => n.startsWith(`${layout.prefix}-`))).toEqual([]);
+  expect(labBpfRoots(layout)).toEqual([]);
+  expect(existsSync(layout.stateDir)).toBe(false);
+}
+
+/** useLab, seen as an E2eCluster (the checks of ./checks.ts run against it). */
+export function useLabCluster(name: string, spec: LabSpec = {}): () => LabCluster {
+  const lab = useLab(name, spec);
+  let cluster: LabCluster | undefined;
+  return () => {
+    const l = lab();
+    if (cluster?.lab !== l) cluster = new LabCluster(l);
+    return cluster;
+  };
 }
 
 export class LabCluster implements E2eCluster {
@@ -41,11 +98,8 @@ export class LabCluster implements E2eCluster {
 
   constructor(readonly lab: Lab) {}
 
-  static async up(name: string, nodes = 2): Promise<LabCluster> {
-    const t0 = performance.now();
-    const lab = await labUp({ name, nodes, log: (l) => console.log(`[${name}] ${l}`) });
-    console.log(`lab ${name} up in ${Math.round(performance.now() - t0)} ms`);
-    return new LabCluster(lab);
+  static async up(name: string, spec: LabSpec = {}): Promise<LabCluster> {
+    return new LabCluster(await upLab(name, spec));
   }
 
   get nodes() {
