@@ -556,4 +556,43 @@ struct icmp_bucket {
 };
 _Static_assert(sizeof(struct icmp_bucket) == 16, "icmp_bucket size");
 
+/* ---- xdp_nexthop, xdp_flow{4,6}: the XDP fast path's caches (lib/xdp.h) ----
+ * Derived state only: losing any entry costs one slow-path packet. */
+struct xdp_nh_key {
+	__u32 ifindex;   /* device the packet came in on: the route lookup's input */
+	__u8 family;     /* AF_INET / AF_INET6 */
+	__u8 pad[3];
+	__u8 addr[16];   /* outer destination (backend address); IPv4 in the first 4 bytes */
+};
+_Static_assert(sizeof(struct xdp_nh_key) == 24, "xdp_nh_key size");
+
+struct xdp_nexthop {
+	__u64 expires;   /* ct_now() clock: looked up again after this */
+	__u32 ifindex;   /* egress device */
+	__u32 mtu;       /* route MTU (outer packet) */
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 pad[4];
+	__u8 saddr[16];  /* outer source; IPv4 in the first 4 bytes */
+};
+_Static_assert(sizeof(struct xdp_nexthop) == 48, "xdp_nexthop size");
+
+#define XDP_FLOW_HDR_MAX 56 /* Ethernet + outer IPv6 header (54), padded */
+
+/* Value of xdp_flow4 (key ct4_key) and xdp_flow6 (key ct6_key): an
+ * established DSR flow's encapsulation, ready to push. */
+struct xdp_flow {
+	__u64 valid_until; /* ct_now() clock: the slow path runs again after this */
+	__u32 iif;         /* ingress device it was computed for */
+	__u32 ifindex;     /* egress device */
+	__u32 backend_id;
+	__u32 csum;        /* IPv4: folded sum of hdr's outer header (tot_len, tos, check 0) */
+	__u16 max_len;     /* largest inner L3 length that fits the route MTU encapsulated */
+	__u16 ct_flags;    /* the conntrack entry's flags when cached */
+	__u8 tcp_seen;     /* and its tcp_flags */
+	__u8 pad[3];
+	__u8 hdr[XDP_FLOW_HDR_MAX]; /* Ethernet + outer IP header */
+};
+_Static_assert(sizeof(struct xdp_flow) == 88, "xdp_flow size");
+
 #endif /* STRAIT_ABI_H */

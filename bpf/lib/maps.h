@@ -144,6 +144,34 @@ struct {
 	__uint(max_entries, DEFAULT_DSR_REVNAT_MAX);
 } dsr_revnat6 SEC(".maps");
 
+/* XDP fast path (lib/xdp.h): next hops by (ingress device, outer
+ * destination), and established DSR flows' encapsulation. LRU caches, so
+ * preallocated (~170 bytes an entry): a flow beyond the cache's size only
+ * takes the slow path more often; `--map-size xdp_flow4=N` for more. */
+#define DEFAULT_XDP_NEXTHOP_MAX 16384
+#define DEFAULT_XDP_FLOW_MAX    65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct xdp_nh_key);
+	__type(value, struct xdp_nexthop);
+	__uint(max_entries, DEFAULT_XDP_NEXTHOP_MAX);
+} xdp_nexthop SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct4_key);
+	__type(value, struct xdp_flow);
+	__uint(max_entries, DEFAULT_XDP_FLOW_MAX);
+} xdp_flow4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct6_key);
+	__type(value, struct xdp_flow);
+	__uint(max_entries, DEFAULT_XDP_FLOW_MAX);
+} xdp_flow6 SEC(".maps");
+
 /* Socket LB reverse translation of unconnected UDP (lib/sock.h). LRU: an
  * entry is only needed while its socket lives, and nothing tells the map
  * when a socket closes; sendmsg() rewrites a missing one at the next

@@ -24,6 +24,14 @@
  * flow XDP passes is given the same backend by tc). XDP only creates an
  * entry for a flow it sends itself, and only joins flows already flagged
  * CT_F_DSR; a flow tc tracks without the flag stays with tc.
+ *
+ * Speed (issue 6): an established packet costs the frontend lookup and one
+ * flow-cache lookup (xdp_flow{4,6}: the encapsulation ready to push, the
+ * outer IPv4 checksum from a precomputed sum); conntrack, backend and the
+ * route (xdp_nexthop instead of bpf_fib_lookup() per packet) are the slow
+ * path's. What each cache may miss, and for how long, is said at "caches"
+ * below. tc keeps no cache: it reads conntrack and routes every packet, so
+ * a flow is sent to the same backend whichever of the two sees it.
  */
 #ifndef STRAIT_XDP_H
 #define STRAIT_XDP_H
@@ -136,16 +144,198 @@ static __always_inline void xdp_bench_restore(struct xdp_md *ctx, const struct e
 #define XDP_BENCH_RESTORE(ctx, saved, overhead) do { } while (0)
 #endif
 
+/* ---------------------------------------------------------------- caches
+ *
+ * The established path is one frontend lookup and one xdp_flow{4,6} lookup
+ * (Katran's LRU flow cache): the flow's encapsulation, Ethernet and outer
+ * header included, ready to push. Everything else — conntrack, backend,
+ * route — is the slow path, which runs for a flow's first packets, for any
+ * packet the cached state does not cover, and once the entry's valid_until
+ * has passed, and which refills the entry.
+ *
+ * Staleness, and why it is bounded and safe:
+ *  - conntrack: valid_until is at most the point where ct_touch() would next
+ *    write the entry (deadline moving by > CT_REFRESH_NS) and never past
+ *    the entry's deadline; packets whose TCP flags ct_touch() would record
+ *    (SYN, FIN, RST, a flag not seen yet, a state change) take the slow
+ *    path. So skipping the conntrack lookup changes no conntrack state.
+ *  - frontend, loadBalancerSourceRanges, DSR flag: checked per packet, as
+ *    before (a removed Service or a narrowed range acts at once).
+ *  - backend: a backend the agent removed is noticed within
+ *    XDP_FLOW_TTL_NS (then tc chooses again, as before);
+ *  - route and neighbour (xdp_nexthop, shared by every flow to one backend
+ *    through one ingress device): looked up with bpf_fib_lookup() again
+ *    after XDP_NH_TTL_NS, and a flow's entry never outlives its next hop's.
+ *    A lookup that fails deletes the stale next hop and the packet goes to
+ *    tc (bpf_redirect_neigh resolves the neighbour), so a dead route or
+ *    neighbour costs at most XDP_NH_TTL_NS of packets to the old MAC, the
+ *    same order as the kernel's own neighbour confirmation. The route MTU
+ *    is cached with it: a lowered MTU acts within the same second.
+ * The agent may also delete entries (any of them) at any time: a miss only
+ * costs one slow-path packet.
+ */
+#define XDP_NH_TTL_NS   NSEC_PER_SEC
+#define XDP_FLOW_TTL_NS NSEC_PER_SEC
+
+/* Does the cached state of flow @f cover a packet with TCP flags @tf, i.e.
+ * would ct_touch() record nothing new for it? */
+static __always_inline int xdp_flow_covers(const struct xdp_flow *f, __u8 proto, __u8 tf)
+{
+	if (proto != IPPROTO_TCP)
+		return 1;
+	if (tf & (TCP_SYN | TCP_FIN | TCP_RST))
+		return 0;
+	if ((__u8)(f->tcp_seen | tf) != f->tcp_seen)
+		return 0;
+	return ct_tcp_flags(f->ct_flags, tf) == f->ct_flags;
+}
+
+/* Route the outer packet to @k's destination (its family's addresses in
+ * @fib), from out->saddr (unset: asked of the kernel). */
+static __always_inline long xdp_fib(struct xdp_md *ctx, const struct xdp_nh_key *k,
+				    const struct xdp_nexthop *out, struct bpf_fib_lookup *fib,
+				    __u32 tot_len, int want_src)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = k->family;
+	if (k->family == AF_INET) {
+		fib->l4_protocol = IPPROTO_IPIP;
+		__builtin_memcpy(&fib->ipv4_src, out->saddr, 4);
+		__builtin_memcpy(&fib->ipv4_dst, k->addr, 4);
+	} else {
+		fib->l4_protocol = IPPROTO_IPV6;
+		__builtin_memcpy(fib->ipv6_src, out->saddr, 16);
+		__builtin_memcpy(fib->ipv6_dst, k->addr, 16);
+	}
+	return dsr_fib_lookup(ctx, fib, tot_len, want_src);
+}
+
+/*
+ * The next hop toward @k (xdp_nexthop), from the cache while fresh, else
+ * from bpf_fib_lookup(): a first lookup with the largest length learns the
+ * route MTU (FRAG_NEEDED carries it; the kernel checks it before the
+ * neighbour), a second one without length the MACs. Returns 1 with *@out
+ * filled, 0 when XDP cannot send there (no route, no neighbour yet, no
+ * source address): the stale entry, if any, is gone.
+ */
+static __always_inline int xdp_nexthop_get(struct xdp_md *ctx, const struct xdp_nh_key *k, __u64 now,
+					   struct xdp_nexthop *out)
+{
+	struct xdp_nexthop *nh = bpf_map_lookup_elem(&xdp_nexthop, k);
+	const struct node_config *cfg;
+	struct bpf_fib_lookup fib;
+	int have = 0;
+	long rc;
+
+	if (nh && nh->expires > now) {
+		__builtin_memcpy(out, nh, sizeof(*out));
+		return 1;
+	}
+	__builtin_memset(out, 0, sizeof(*out));
+	cfg = dsr_config();
+	if (cfg && k->family == AF_INET && cfg->addr4) {
+		__builtin_memcpy(out->saddr, &cfg->addr4, 4);
+		have = 1;
+	} else if (cfg && k->family == AF_INET6 && !addr6_is_zero(cfg->addr6)) {
+		__builtin_memcpy(out->saddr, cfg->addr6, 16);
+		have = 1;
+	}
+	out->mtu = 0xffff;
+	rc = xdp_fib(ctx, k, out, &fib, 0xffff, !have);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		out->mtu = fib.mtu_result;
+		rc = xdp_fib(ctx, k, out, &fib, 0, !have);
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		goto fail;
+	if (!have) {
+		if (k->family == AF_INET)
+			__builtin_memcpy(out->saddr, &fib.ipv4_src, 4);
+		else
+			__builtin_memcpy(out->saddr, fib.ipv6_src, 16);
+		if (addr6_is_zero(out->saddr))
+			goto fail;
+	}
+	out->ifindex = fib.ifindex;
+	__builtin_memcpy(out->smac, fib.smac, ETH_ALEN);
+	__builtin_memcpy(out->dmac, fib.dmac, ETH_ALEN);
+	out->expires = now + XDP_NH_TTL_NS;
+	bpf_map_update_elem(&xdp_nexthop, k, out, BPF_ANY);
+	return 1;
+fail:
+	if (nh)
+		bpf_map_delete_elem(&xdp_nexthop, k);
+	return 0;
+}
+
+/* The Ethernet part of a flow's header, and the fields every flow has. */
+static __always_inline void xdp_flow_start(struct xdp_flow *f, struct xdp_md *ctx,
+					   const struct xdp_nexthop *nh, __u32 overhead, __u16 proto)
+{
+	__u32 mtu = nh->mtu > 0xffff ? 0xffff : nh->mtu;
+
+	__builtin_memset(f, 0, sizeof(*f));
+	f->iif = ctx->ingress_ifindex;
+	f->ifindex = nh->ifindex;
+	f->max_len = mtu > overhead ? mtu - overhead : 0;
+	__builtin_memcpy(f->hdr, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(f->hdr + ETH_ALEN, nh->smac, ETH_ALEN);
+	f->hdr[12] = proto >> 8;
+	f->hdr[13] = proto & 0xff;
+}
+
+/* After the slow path sent a packet of the established flow @e (touched):
+ * how long @f may stand in for conntrack (see the comment above). */
+static __always_inline void xdp_flow_finish(struct xdp_flow *f, const struct ct_entry *e,
+					    __u8 proto, __u64 now, __u64 nh_expires)
+{
+	__u64 lifetime = ct_lifetime(proto, e->flags);
+	__u64 until = now + XDP_FLOW_TTL_NS;
+
+	if (e->expires + CT_REFRESH_NS - lifetime < until)
+		until = e->expires + CT_REFRESH_NS - lifetime;
+	if (e->expires < until)
+		until = e->expires;
+	if (nh_expires < until)
+		until = nh_expires;
+	f->valid_until = until;
+	f->backend_id = e->backend_id;
+	f->ct_flags = e->flags;
+	f->tcp_seen = e->tcp_flags;
+}
+
+/* Copy the Ethernet + outer header (@len: 34 or 54 bytes, checked by the
+ * caller) from a flow entry: word copies, the template is 8-byte aligned. */
+static __always_inline void xdp_copy_hdr(void *dst, const __u8 *src, int v6)
+{
+	__u64 *d = dst;
+	const __u64 *s = (const __u64 *)src;
+
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+	d[3] = s[3];
+	if (!v6) {
+		*(__u16 *)&d[4] = *(const __u16 *)&s[4];
+		return;
+	}
+	d[4] = s[4];
+	d[5] = s[5];
+	*(__u32 *)&d[6] = *(const __u32 *)&s[6];
+	*(__u16 *)((__u8 *)&d[6] + 4) = *(const __u16 *)((const __u8 *)&s[6] + 4);
+}
+
 /* ---------------------------------------------------------------- IPv4 */
 
-/* Push the outer header in front of the inner packet and set the MACs. */
-static __always_inline int xdp4_encap(struct xdp_md *ctx, const struct pkt *p,
-				      const struct bpf_fib_lookup *fib, __be32 saddr, __be32 daddr)
+/* Push @f's headers in front of the inner packet: the outer header's
+ * length, TOS (the inner one's: DSCP and ECN travel with it) and checksum
+ * from the precomputed sum. */
+static __always_inline int xdp4_push(struct xdp_md *ctx, const struct pkt *p,
+				     const struct xdp_flow *f)
 {
-	struct iphdr outer;
-	struct ethhdr *eth;
-	struct iphdr *ip;
 	void *data, *data_end;
+	struct iphdr *ip;
+	__u32 sum;
 	__u8 tos;
 #ifdef DSR_RESTORE_HOOK
 	struct ethhdr saved = {};
@@ -157,37 +347,122 @@ static __always_inline int xdp4_encap(struct xdp_md *ctx, const struct pkt *p,
 	if ((void *)(ip + 1) > data_end)
 		return -DROP_INVALID_L3;
 	tos = ip->tos;
-	dsr4_outer(&outer, saddr, daddr, p->l3_len, tos);
 	XDP_BENCH_SAVE(ctx, saved);
 
 	if (bpf_xdp_adjust_head(ctx, -(int)DSR4_OVERHEAD))
 		return -DROP_DSR_ENCAP;
 	data = ctx_data(ctx);
 	data_end = ctx_data_end(ctx);
-	eth = data;
 	ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > data_end)
 		return -DROP_DSR_ENCAP; /* cannot happen: the frame only grew */
-	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-	eth->h_proto = bpf_htons(ETH_P_IP);
-	__builtin_memcpy(ip, &outer, sizeof(outer));
+	xdp_copy_hdr(data, f->hdr, 0);
+	ip->tos = tos;
+	ip->tot_len = bpf_htons(p->l3_len + DSR4_OVERHEAD);
+	/* Both as the 16-bit words of the header in memory (tos: byte 1). */
+	sum = f->csum + bpf_htons((__u16)tos) + ip->tot_len;
+	ip->check = csum_fold(sum);
 	XDP_BENCH_RESTORE(ctx, saved, DSR4_OVERHEAD);
 	return REASON_XDP_DSR_ENCAP;
+}
+
+/* The next hop to backend @daddr and the flow's headers in @f; 0 when XDP
+ * cannot send @p there (tc takes it). */
+static __always_inline int xdp4_prepare(struct xdp_md *ctx, const struct pkt *p, __be32 daddr,
+					__u64 now, struct xdp_nexthop *nh, struct xdp_flow *f)
+{
+	struct xdp_nh_key k = {};
+	struct iphdr outer;
+	__be32 saddr;
+	__u32 s;
+
+	k.ifindex = ctx->ingress_ifindex;
+	k.family = AF_INET;
+	__builtin_memcpy(k.addr, &daddr, 4);
+	if (!xdp_nexthop_get(ctx, &k, now, nh))
+		return 0;
+	xdp_flow_start(f, ctx, nh, DSR4_OVERHEAD, ETH_P_IP);
+	if (p->l3_len > f->max_len)
+		return 0; /* too big once encapsulated: tc answers with ICMP */
+	__builtin_memcpy(&saddr, nh->saddr, 4);
+	dsr4_outer(&outer, saddr, daddr, 0, 0);
+	outer.tot_len = 0;
+	outer.check = 0;
+	s = csum_buf(&outer, sizeof(outer), 0);
+	s = (s & 0xffff) + (s >> 16);
+	f->csum = (s & 0xffff) + (s >> 16);
+	__builtin_memcpy(f->hdr + ETH_HLEN, &outer, sizeof(outer));
+	return 1;
+}
+
+/* Everything but a cached established packet: conntrack, backend, next
+ * hop; new flows as tc makes them. Its own frame (not inlined). */
+static __noinline int xdp4_slow(struct xdp_md *ctx, struct pkt *p, const struct lb_service *svc,
+				struct ct4_key *key, int *act)
+{
+	struct xdp_nexthop nh;
+	struct xdp_flow flow;
+	struct lb4_backend *be;
+	struct ct_entry entry;
+	struct ct_entry *e;
+	__u32 backend_id;
+	__u64 now = ct_now();
+	int ret;
+
+	e = ct4_lookup(key, now);
+	if (e) {
+		if (!(e->flags & CT_F_DSR))
+			return REASON_PASS; /* tc's flow (SNAT, local backend) */
+		be = bpf_map_lookup_elem(&backends4, &e->backend_id);
+		if (!be || be->port != p->dport)
+			return REASON_PASS; /* backend gone: tc chooses again */
+		if (!xdp4_prepare(ctx, p, be->addr, now, &nh, &flow))
+			return REASON_PASS;
+		ret = xdp4_push(ctx, p, &flow);
+		if (ret != REASON_XDP_DSR_ENCAP)
+			return ret;
+		/* Conntrack as tc keeps it: no REPLY entry for DSR flows. */
+		ct_touch(e, p->proto, p->tcp_flags, CT_DIR_SERVICE, now);
+		xdp_flow_finish(&flow, e, p->proto, now, nh.expires);
+		bpf_map_update_elem(&xdp_flow4, key, &flow, BPF_ANY);
+		*act = xdp_send_action(ctx, flow.ifindex);
+		return ret;
+	}
+
+	if (svc->backend_count == 0)
+		return REASON_PASS; /* tc rejects or drops, and counts */
+	if (p->proto == IPPROTO_TCP && !ct_tcp_may_open(p->tcp_flags))
+		return REASON_PASS;
+	if (lb_select_backend(svc, lb4_flow_hash(key), &backend_id) != CONTINUE)
+		return REASON_PASS;
+	be = bpf_map_lookup_elem(&backends4, &backend_id);
+	if (!be || !xdp_dsr_new_flow(svc, be->flags, be->port, p->dport))
+		return REASON_PASS;
+	/* Route first: a flow XDP cannot send yet stays without state. */
+	if (!xdp4_prepare(ctx, p, be->addr, now, &nh, &flow))
+		return REASON_PASS;
+
+	ct_entry_init(&entry, p->proto, p->tcp_flags, backend_id, svc->rev_nat_id, now);
+	entry.flags |= CT_F_DSR;
+	if (ct4_insert_service(key, &entry, now) != CT_INSERTED)
+		return REASON_PASS; /* lost a race (or full): tc joins the winner */
+	ret = xdp4_push(ctx, p, &flow);
+	if (ret != REASON_XDP_DSR_ENCAP) {
+		bpf_map_delete_elem(&ct4, key);
+		return ret;
+	}
+	/* No flow cache entry yet: the flow's next packet (established) makes
+	 * it, so a SYN flood does not churn the cache. */
+	*act = xdp_send_action(ctx, flow.ifindex);
+	return ret;
 }
 
 static __always_inline int xdp4_ingress(struct xdp_md *ctx, struct pkt *p, int *act)
 {
 	/* Aligned: the flow hash reads it as 32-bit words. */
 	struct ct4_key key __attribute__((aligned(8))) = {};
-	struct bpf_fib_lookup fib;
 	struct lb_service *svc;
-	struct lb4_backend *be;
-	struct ct_entry entry;
-	struct ct_entry *e;
-	__be32 saddr = 0;
-	__u32 backend_id;
-	__u64 now;
+	struct xdp_flow *f;
 	int ret;
 
 	if (!xdp_candidate(p))
@@ -206,62 +481,26 @@ static __always_inline int xdp4_ingress(struct xdp_md *ctx, struct pkt *p, int *
 	key.dport = p->dport;
 	key.proto = p->proto;
 	key.dir = CT_DIR_SERVICE;
-	now = ct_now();
 
-	e = ct4_lookup(&key, now);
-	if (e) {
-		if (!(e->flags & CT_F_DSR))
-			return REASON_PASS; /* tc's flow (SNAT, local backend) */
-		be = bpf_map_lookup_elem(&backends4, &e->backend_id);
-		if (!be || be->port != p->dport)
-			return REASON_PASS; /* backend gone: tc chooses again */
-		if (dsr4_route(ctx, p, be->addr, &fib, &saddr) != BPF_FIB_LKUP_RET_SUCCESS || !saddr)
-			return REASON_PASS;
-		ret = xdp4_encap(ctx, p, &fib, saddr, be->addr);
-		if (ret != REASON_XDP_DSR_ENCAP)
-			return ret;
-		/* Conntrack as tc keeps it: no REPLY entry for DSR flows. */
-		ct_touch(e, p->proto, p->tcp_flags, CT_DIR_SERVICE, now);
-		*act = xdp_send_action(ctx, fib.ifindex);
+	/* The established fast path: one lookup, the headers ready. */
+	f = bpf_map_lookup_elem(&xdp_flow4, &key);
+	if (f && ct_now() < f->valid_until && f->iif == ctx->ingress_ifindex &&
+	    p->l3_len <= f->max_len && xdp_flow_covers(f, p->proto, p->tcp_flags)) {
+		ret = xdp4_push(ctx, p, f);
+		if (ret == REASON_XDP_DSR_ENCAP)
+			*act = xdp_send_action(ctx, f->ifindex);
 		return ret;
 	}
-
-	if (svc->backend_count == 0)
-		return REASON_PASS; /* tc rejects or drops, and counts */
-	if (p->proto == IPPROTO_TCP && !ct_tcp_may_open(p->tcp_flags))
-		return REASON_PASS;
-	if (lb_select_backend(svc, lb4_flow_hash(&key), &backend_id) != CONTINUE)
-		return REASON_PASS;
-	be = bpf_map_lookup_elem(&backends4, &backend_id);
-	if (!be || !xdp_dsr_new_flow(svc, be->flags, be->port, p->dport))
-		return REASON_PASS;
-	/* Route first: a flow XDP cannot send yet stays without state. */
-	if (dsr4_route(ctx, p, be->addr, &fib, &saddr) != BPF_FIB_LKUP_RET_SUCCESS || !saddr)
-		return REASON_PASS;
-
-	ct_entry_init(&entry, p->proto, p->tcp_flags, backend_id, svc->rev_nat_id, now);
-	entry.flags |= CT_F_DSR;
-	if (ct4_insert_service(&key, &entry, now) != CT_INSERTED)
-		return REASON_PASS; /* lost a race (or full): tc joins the winner */
-	ret = xdp4_encap(ctx, p, &fib, saddr, be->addr);
-	if (ret != REASON_XDP_DSR_ENCAP) {
-		bpf_map_delete_elem(&ct4, &key);
-		return ret;
-	}
-	*act = xdp_send_action(ctx, fib.ifindex);
-	return ret;
+	return xdp4_slow(ctx, p, svc, &key, act);
 }
 
 /* ---------------------------------------------------------------- IPv6 */
 
-static __always_inline int xdp6_encap(struct xdp_md *ctx, const struct pkt *p,
-				      const struct bpf_fib_lookup *fib, const __u8 *saddr,
-				      const __u8 *daddr)
+static __always_inline int xdp6_push(struct xdp_md *ctx, const struct pkt *p,
+				     const struct xdp_flow *f)
 {
-	struct ipv6hdr outer;
-	struct ethhdr *eth;
-	struct ipv6hdr *ip6;
 	void *data, *data_end;
+	struct ipv6hdr *ip6;
 	__be32 vtcfl;
 #ifdef DSR_RESTORE_HOOK
 	struct ethhdr saved = {};
@@ -273,36 +512,103 @@ static __always_inline int xdp6_encap(struct xdp_md *ctx, const struct pkt *p,
 	if ((void *)(ip6 + 1) > data_end)
 		return -DROP_INVALID_L3;
 	vtcfl = *(__be32 *)ip6;
-	dsr6_outer(&outer, saddr, daddr, p->l3_len, vtcfl);
 	XDP_BENCH_SAVE(ctx, saved);
 
 	if (bpf_xdp_adjust_head(ctx, -(int)DSR6_OVERHEAD))
 		return -DROP_DSR_ENCAP;
 	data = ctx_data(ctx);
 	data_end = ctx_data_end(ctx);
-	eth = data;
 	ip6 = data + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end)
 		return -DROP_DSR_ENCAP;
-	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-	eth->h_proto = bpf_htons(ETH_P_IPV6);
-	__builtin_memcpy(ip6, &outer, sizeof(outer));
+	xdp_copy_hdr(data, f->hdr, 1);
+	/* Version, traffic class and flow label: the inner packet's. */
+	*(__be32 *)ip6 = vtcfl;
+	ip6->payload_len = bpf_htons(p->l3_len);
 	XDP_BENCH_RESTORE(ctx, saved, DSR6_OVERHEAD);
 	return REASON_XDP_DSR_ENCAP;
+}
+
+static __always_inline int xdp6_prepare(struct xdp_md *ctx, const struct pkt *p, const __u8 *daddr,
+					__u64 now, struct xdp_nexthop *nh, struct xdp_flow *f)
+{
+	struct xdp_nh_key k = {};
+	struct ipv6hdr outer;
+
+	k.ifindex = ctx->ingress_ifindex;
+	k.family = AF_INET6;
+	__builtin_memcpy(k.addr, daddr, 16);
+	if (!xdp_nexthop_get(ctx, &k, now, nh))
+		return 0;
+	xdp_flow_start(f, ctx, nh, DSR6_OVERHEAD, ETH_P_IPV6);
+	if (p->l3_len > f->max_len)
+		return 0;
+	dsr6_outer(&outer, nh->saddr, daddr, 0, 0);
+	__builtin_memcpy(f->hdr + ETH_HLEN, &outer, sizeof(outer));
+	return 1;
+}
+
+static __noinline int xdp6_slow(struct xdp_md *ctx, struct pkt *p, const struct lb_service *svc,
+				struct ct6_key *key, int *act)
+{
+	struct xdp_nexthop nh;
+	struct xdp_flow flow;
+	struct lb6_backend *be;
+	struct ct_entry entry;
+	struct ct_entry *e;
+	__u32 backend_id;
+	__u64 now = ct_now();
+	int ret;
+
+	e = ct6_lookup(key, now);
+	if (e) {
+		if (!(e->flags & CT_F_DSR))
+			return REASON_PASS;
+		be = bpf_map_lookup_elem(&backends6, &e->backend_id);
+		if (!be || be->port != p->dport)
+			return REASON_PASS;
+		if (!xdp6_prepare(ctx, p, be->addr, now, &nh, &flow))
+			return REASON_PASS;
+		ret = xdp6_push(ctx, p, &flow);
+		if (ret != REASON_XDP_DSR_ENCAP)
+			return ret;
+		ct_touch(e, p->proto, p->tcp_flags, CT_DIR_SERVICE, now);
+		xdp_flow_finish(&flow, e, p->proto, now, nh.expires);
+		bpf_map_update_elem(&xdp_flow6, key, &flow, BPF_ANY);
+		*act = xdp_send_action(ctx, flow.ifindex);
+		return ret;
+	}
+
+	if (svc->backend_count == 0)
+		return REASON_PASS;
+	if (p->proto == IPPROTO_TCP && !ct_tcp_may_open(p->tcp_flags))
+		return REASON_PASS;
+	if (lb_select_backend(svc, lb6_flow_hash(key), &backend_id) != CONTINUE)
+		return REASON_PASS;
+	be = bpf_map_lookup_elem(&backends6, &backend_id);
+	if (!be || !xdp_dsr_new_flow(svc, be->flags, be->port, p->dport))
+		return REASON_PASS;
+	if (!xdp6_prepare(ctx, p, be->addr, now, &nh, &flow))
+		return REASON_PASS;
+
+	ct_entry_init(&entry, p->proto, p->tcp_flags, backend_id, svc->rev_nat_id, now);
+	entry.flags |= CT_F_DSR;
+	if (ct6_insert_service(key, &entry, now) != CT_INSERTED)
+		return REASON_PASS;
+	ret = xdp6_push(ctx, p, &flow);
+	if (ret != REASON_XDP_DSR_ENCAP) {
+		bpf_map_delete_elem(&ct6, key);
+		return ret;
+	}
+	*act = xdp_send_action(ctx, flow.ifindex);
+	return ret;
 }
 
 static __always_inline int xdp6_ingress(struct xdp_md *ctx, struct pkt *p, int *act)
 {
 	struct ct6_key key __attribute__((aligned(8))) = {};
-	struct bpf_fib_lookup fib;
 	struct lb_service *svc;
-	struct lb6_backend *be;
-	struct ct_entry entry;
-	struct ct_entry *e;
-	__u8 saddr[16];
-	__u32 backend_id;
-	__u64 now;
+	struct xdp_flow *f;
 	int ret;
 
 	if (!xdp_candidate(p))
@@ -321,50 +627,16 @@ static __always_inline int xdp6_ingress(struct xdp_md *ctx, struct pkt *p, int *
 	key.dport = p->dport;
 	key.proto = p->proto;
 	key.dir = CT_DIR_SERVICE;
-	now = ct_now();
 
-	e = ct6_lookup(&key, now);
-	if (e) {
-		if (!(e->flags & CT_F_DSR))
-			return REASON_PASS;
-		be = bpf_map_lookup_elem(&backends6, &e->backend_id);
-		if (!be || be->port != p->dport)
-			return REASON_PASS;
-		if (dsr6_route(ctx, p, be->addr, &fib, saddr) != BPF_FIB_LKUP_RET_SUCCESS ||
-		    addr6_is_zero(saddr))
-			return REASON_PASS;
-		ret = xdp6_encap(ctx, p, &fib, saddr, be->addr);
-		if (ret != REASON_XDP_DSR_ENCAP)
-			return ret;
-		ct_touch(e, p->proto, p->tcp_flags, CT_DIR_SERVICE, now);
-		*act = xdp_send_action(ctx, fib.ifindex);
+	f = bpf_map_lookup_elem(&xdp_flow6, &key);
+	if (f && ct_now() < f->valid_until && f->iif == ctx->ingress_ifindex &&
+	    p->l3_len <= f->max_len && xdp_flow_covers(f, p->proto, p->tcp_flags)) {
+		ret = xdp6_push(ctx, p, f);
+		if (ret == REASON_XDP_DSR_ENCAP)
+			*act = xdp_send_action(ctx, f->ifindex);
 		return ret;
 	}
-
-	if (svc->backend_count == 0)
-		return REASON_PASS;
-	if (p->proto == IPPROTO_TCP && !ct_tcp_may_open(p->tcp_flags))
-		return REASON_PASS;
-	if (lb_select_backend(svc, lb6_flow_hash(&key), &backend_id) != CONTINUE)
-		return REASON_PASS;
-	be = bpf_map_lookup_elem(&backends6, &backend_id);
-	if (!be || !xdp_dsr_new_flow(svc, be->flags, be->port, p->dport))
-		return REASON_PASS;
-	if (dsr6_route(ctx, p, be->addr, &fib, saddr) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    addr6_is_zero(saddr))
-		return REASON_PASS;
-
-	ct_entry_init(&entry, p->proto, p->tcp_flags, backend_id, svc->rev_nat_id, now);
-	entry.flags |= CT_F_DSR;
-	if (ct6_insert_service(&key, &entry, now) != CT_INSERTED)
-		return REASON_PASS;
-	ret = xdp6_encap(ctx, p, &fib, saddr, be->addr);
-	if (ret != REASON_XDP_DSR_ENCAP) {
-		bpf_map_delete_elem(&ct6, &key);
-		return ret;
-	}
-	*act = xdp_send_action(ctx, fib.ifindex);
-	return ret;
+	return xdp6_slow(ctx, p, svc, &key, act);
 }
 
 #endif /* STRAIT_XDP_H */

@@ -237,6 +237,39 @@ export const ctEntry = struct('ct_entry', {
 });
 export type CtEntry = CodecValue<typeof ctEntry>;
 
+// ---- xdp_nexthop, xdp_flow{4,6}: the XDP fast path's caches (lib/xdp.h) ----
+export const XDP_FLOW_HDR_MAX = 56;
+export const xdpNhKey = struct('xdp_nh_key', {
+  ifindex: u32,
+  family: u8,
+  pad: pad(3),
+  addr: bytes(16),
+});
+export type XdpNhKey = CodecValue<typeof xdpNhKey>;
+export const xdpNexthop = struct('xdp_nexthop', {
+  expires: u64,
+  ifindex: u32,
+  mtu: u32,
+  smac: bytes(6),
+  dmac: bytes(6),
+  pad: pad(4),
+  saddr: bytes(16),
+});
+export type XdpNexthop = CodecValue<typeof xdpNexthop>;
+export const xdpFlow = struct('xdp_flow', {
+  validUntil: u64,
+  iif: u32,
+  ifindex: u32,
+  backendId: u32,
+  csum: u32,
+  maxLen: u16,
+  ctFlags: u16,
+  tcpSeen: u8,
+  pad: pad(3),
+  hdr: bytes(XDP_FLOW_HDR_MAX),
+});
+export type XdpFlow = CodecValue<typeof xdpFlow>;
+
 // ---- frag{4,6} ----
 export const FRAG_REWRITE_DADDR = 0;
 export const FRAG_REWRITE_SADDR = 1;
@@ -538,6 +571,9 @@ export const abiStructs = {
   ct4_key: ct4Key,
   ct6_key: ct6Key,
   ct_entry: ctEntry,
+  xdp_nh_key: xdpNhKey,
+  xdp_nexthop: xdpNexthop,
+  xdp_flow: xdpFlow,
   frag4_key: frag4Key,
   frag4_entry: frag4Entry,
   frag6_key: frag6Key,

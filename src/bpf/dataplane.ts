@@ -30,6 +30,9 @@ import {
   ct4Key,
   ct6Key,
   ctEntry,
+  xdpFlow,
+  xdpNexthop,
+  xdpNhKey,
   frag4Entry,
   frag4Key,
   frag6Entry,
@@ -97,6 +100,9 @@ import {
   type Srange4Key,
   type Srange6Key,
   type SrangeEntry,
+  type XdpFlow,
+  type XdpNexthop,
+  type XdpNhKey,
 } from './abi.js';
 import type { Codec } from './codec.js';
 import { BpfError, ENODEV, ENOENT } from './errors.js';
@@ -151,6 +157,10 @@ export interface DataplaneMaps {
   config: BpfMap<number, NodeConfig>;
   metrics: PerCpuMap<number, MetricsValue>;
   icmpRatelimit: PerCpuMap<number, IcmpBucket>;
+  /** XDP fast path caches (lib/xdp.h): next hops, established DSR flows. */
+  xdpNexthop: BpfMap<XdpNhKey, XdpNexthop>;
+  xdpFlow4: BpfMap<Ct4Key, XdpFlow>;
+  xdpFlow6: BpfMap<Ct6Key, XdpFlow>;
 }
 
 type MapBinding = readonly [cName: string, key: Codec<unknown>, value: Codec<unknown>];
@@ -183,6 +193,9 @@ const MAP_BINDINGS: { readonly [P in keyof DataplaneMaps]: MapBinding } = {
   config: ['config', u32Codec, nodeConfig],
   metrics: ['metrics', u32Codec, metricsValue],
   icmpRatelimit: ['icmp_ratelimit', u32Codec, icmpBucket],
+  xdpNexthop: ['xdp_nexthop', xdpNhKey, xdpNexthop],
+  xdpFlow4: ['xdp_flow4', ct4Key, xdpFlow],
+  xdpFlow6: ['xdp_flow6', ct6Key, xdpFlow],
 };
 
 /** The C map names a strait datapath object defines (bpf/lib/maps.h). */
@@ -304,7 +317,8 @@ function parseClsactRecord(
 
 const dirCode = (dir: TcDirection): number => (dir === 'egress' ? STRAIT_TC_EGRESS : STRAIT_TC_INGRESS);
 
-function unlinkIfExists(path: string): boolean {
+/** unlink(path); false when it was not there. Shared with xdp.ts and socket-lb.ts (their link pins). */
+export function unlinkIfExists(path: string): boolean {
   try {
     unlinkSync(path);
     return true;

@@ -24,6 +24,7 @@ import {
   BE_F_LOCAL,
   CT_DIR_SERVICE,
   CT_F_DSR,
+  CT_F_CLOSING,
   CT_F_ESTABLISHED,
   CT_F_SNAT,
   LB_F_DSR,
@@ -50,8 +51,8 @@ import {
   type L4Proto,
 } from '../lib/bpf-harness.js';
 import { DSR_OVERHEAD, expectEncapsulated, setDsrNodeConfig, setTestMtu } from '../lib/dsr.js';
-import { FIB, NEXT_HOP_MAC, UPLINK_MAC, clearSnat, fibTestEntry } from '../lib/north-south.js';
-import { ipv6Tcp, parseFrame } from '../lib/packet.js';
+import { FIB, NEXT_HOP_MAC, UPLINK_MAC, clearSnat, fibTestEntry, lastFibLookup } from '../lib/north-south.js';
+import { ipv4Tcp, ipv6Tcp, parseFrame } from '../lib/packet.js';
 import { addService } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-xdp';
@@ -276,11 +277,102 @@ describe('XDP: DSR forwarding', () => {
   it.each(FAMILIES)('IPv%i udp: too big for XDP: tc answers it, the flow XDP made stays', (f) => {
     expect(runXdp(toFrontend(f, 'udp', fe(f, 'udp', 1), 40036)).retval).toBe(XDP.TX);
     setTestMtu(dp(), 1420);
+    // XDP caches the route MTU with the next hop (lib/xdp.h): a new MTU acts once that entry expires.
+    harness().clearXdpCaches();
     const big = toFrontend(f, 'udp', fe(f, 'udp', 1), 40036, { payload: Buffer.alloc(1420 - (f === 4 ? 28 : 48) - DSR_OVERHEAD[f] + 1) });
     expect(runXdp(big)).toMatchObject({ retval: XDP.PASS, counted: [] });
     const r = harness().ingress(big);
     expect(r.counted).toEqual(countedOnce('frag_needed_reply', 'ingress', big));
     expect(parseFrame(r.data).l4.icmp?.mtu).toBe(1420 - DSR_OVERHEAD[f]);
     expect(ctEntries(f)).toHaveLength(1);
+  });
+});
+
+describe('XDP: the flow and next-hop caches (lib/xdp.h)', () => {
+  const U64_MAX = 2n ** 64n - 1n;
+  const flows = (f: Family) => (f === 4 ? dp().maps.xdpFlow4 : dp().maps.xdpFlow6);
+  const nexthops = () => [...dp().maps.xdpNexthop.entries()];
+  /** Every cache entry's deadline set to `t` (0: as if its time had passed; U64_MAX: as if time stood still). */
+  function setDeadlines(f: Family, t: bigint): void {
+    for (const [k, v] of [...flows(f).entries()]) flows(f).update(k as never, { ...v, validUntil: t });
+    for (const [k, v] of nexthops()) dp().maps.xdpNexthop.update(k, { ...v, expires: t });
+  }
+  const ack = (f: Family, sport: number, extra: Partial<FlowFrame> = {}) =>
+    toFrontend(f, 'tcp', fe(f, 'tcp', 1), sport, { flags: { ack: true }, seq: 1001, ack: 1, ...extra });
+  /** SYN, then one ACK: the flow is established and cached. */
+  function establish(f: Family, sport: number): void {
+    expect(runXdp(toFrontend(f, 'tcp', fe(f, 'tcp', 1), sport)).retval).toBe(XDP.TX);
+    expect([...flows(f).entries()], 'a first packet is not cached').toHaveLength(0);
+    expect(runXdp(ack(f, sport)).retval).toBe(XDP.TX);
+    const cached = [...flows(f).entries()];
+    expect(cached).toHaveLength(1);
+    expect(cached[0]![1]).toMatchObject({ ifindex: TEST_RUN_IFINDEX, backendId: svcId(f, 'tcp', 0) });
+    expect(cached[0]![1].ctFlags & CT_F_ESTABLISHED).toBe(CT_F_ESTABLISHED);
+  }
+
+  it.each(FAMILIES)('IPv%i tcp: cached packets skip the route lookup and are byte for byte what tc sends (TOS / traffic class kept, outer checksum right)', (f) => {
+    establish(f, 40040);
+    setDeadlines(f, U64_MAX);
+    const lookups = lastFibLookup(dp(), f).lookups;
+    const marked =
+      f === 4
+        ? ipv4Tcp({ src: client(4), dst: fe(4, 'tcp', 1).addr, sport: 40040, dport: 80, flags: { ack: true }, seq: 2001, ack: 1, tos: 0xb9, payload: 'cached' })
+        : ipv6Tcp({ src: client(6), dst: fe(6, 'tcp', 1).addr, sport: 40040, dport: 80, flags: { ack: true }, seq: 2001, ack: 1, trafficClass: 0xb9, flowLabel: 0x12345, payload: 'cached' });
+    const r = runXdp(marked);
+    expect(r.retval).toBe(XDP.TX);
+    expect(r.counted).toEqual(countedOnce('xdp_dsr_encap', 'ingress', marked));
+    expectEncapsulated(r.data, marked, node(f), backend(f));
+    expect(lastFibLookup(dp(), f).lookups, 'no route lookup for a cached flow').toBe(lookups);
+    const viaTc = harness().ingress(marked);
+    expect(viaTc.retval).toBe(TC_ACT_REDIRECT);
+    expect(r.data.equals(viaTc.data)).toBe(true);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a route change is picked up once the next hop expires', (f) => {
+    establish(f, 40041);
+    mockFibVia(7);
+    setDeadlines(f, 0n);
+    const r = runXdp(ack(f, 40041));
+    expect(r.retval).toBe(XDP.REDIRECT);
+    expectEncapsulated(r.data, ack(f, 40041), node(f), backend(f));
+    expect(nexthops().map(([, v]) => v.ifindex)).toEqual([7]);
+    expect([...flows(f).entries()][0]![1].ifindex).toBe(7);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a neighbour that went away does not blackhole: the stale next hop is dropped, tc takes the packets', (f) => {
+    establish(f, 40042);
+    mockFibVia(TEST_RUN_IFINDEX, FIB.NO_NEIGH);
+    setDeadlines(f, 0n);
+    const input = ack(f, 40042);
+    expect(runXdp(input)).toMatchObject({ retval: XDP.PASS, counted: [] });
+    expect(nexthops()).toHaveLength(0);
+    expect(runXdp(input)).toMatchObject({ retval: XDP.PASS, counted: [] });
+    // tc sends it through the neighbour subsystem (bpf_redirect_neigh).
+    expect(harness().ingress(input).counted).toEqual(countedOnce('dsr_encap', 'ingress', input));
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a FIN on a cached flow goes through conntrack (CLOSING recorded)', (f) => {
+    establish(f, 40043);
+    setDeadlines(f, U64_MAX);
+    expect(runXdp(ack(f, 40043)).retval).toBe(XDP.TX);
+    const fin = ack(f, 40043, { flags: { fin: true, ack: true } });
+    expect(runXdp(fin).retval).toBe(XDP.TX);
+    expect(ctEntries(f)[0]![1].flags & CT_F_CLOSING).toBe(CT_F_CLOSING);
+    expect([...flows(f).entries()][0]![1].ctFlags & CT_F_CLOSING).toBe(CT_F_CLOSING);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a backend the agent removed is noticed once the flow entry expires (tc chooses again)', (f) => {
+    establish(f, 40044);
+    const id = svcId(f, 'tcp', 0);
+    const backends = f === 4 ? dp().maps.backends4 : dp().maps.backends6;
+    const saved = backends.lookup(id);
+    expect(saved).toBeDefined();
+    backends.delete(id);
+    try {
+      setDeadlines(f, 0n);
+      expect(runXdp(ack(f, 40044))).toMatchObject({ retval: XDP.PASS, counted: [] });
+    } finally {
+      (backends as { update(k: number, v: unknown): void }).update(id, saved);
+    }
   });
 });

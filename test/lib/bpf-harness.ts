@@ -6,7 +6,7 @@
 //
 // Fails loudly without root: BPF tests never skip.
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { type LbSettings } from '../../src/bpf/abi.js';
 import { Dataplane, type MetricSample, type TcDirection } from '../../src/bpf/dataplane.js';
 import { packageRoot } from '../../src/bpf/native.js';
@@ -57,6 +57,9 @@ export const SMALL_MAP_SIZES: Readonly<Record<string, number>> = {
   source_ranges6: 64,
   dsr_revnat4: 256,
   dsr_revnat6: 256,
+  xdp_nexthop: 256,
+  xdp_flow4: 1024,
+  xdp_flow6: 1024,
 };
 
 /**
@@ -173,6 +176,14 @@ export class BpfHarness {
     this.dp.maps.frag4.clear();
     // frag6 exists once IPv6 fragment tracking is in the object.
     (this.dp.maps as unknown as Partial<Record<string, { clear(): number }>>).frag6?.clear();
+    this.clearXdpCaches();
+  }
+
+  /** XDP's caches (lib/xdp.h), derived from flows and routes: a test that changes a route mocks clears them. */
+  clearXdpCaches(): void {
+    this.dp.maps.xdpNexthop.clear();
+    this.dp.maps.xdpFlow4.clear();
+    this.dp.maps.xdpFlow6.clear();
   }
 
   /** Closes the maps and removes the bpf root; safe to call after a failed open. */
@@ -183,6 +194,28 @@ export class BpfHarness {
       Dataplane.destroy(bpfRoot);
     }
   }
+}
+
+/**
+ * The test file's harness: opened at `bpfRoot` before its tests (then `setup`
+ * runs once, e.g. to write the file's Services), destroyed after them. Call at
+ * the top of the file; the returned accessor is valid in tests and hooks.
+ */
+export function useHarness(
+  bpfRoot: string,
+  setup?: (h: BpfHarness) => void,
+  opts: HarnessOptions = {},
+): () => BpfHarness {
+  let h: BpfHarness | undefined;
+  beforeAll(() => {
+    h = BpfHarness.open(bpfRoot, opts);
+    setup?.(h);
+  });
+  afterAll(() => BpfHarness.destroy(h, bpfRoot));
+  return () => {
+    if (!h) throw new Error(`the BPF harness at ${bpfRoot} is not open (outside the file's tests?)`);
+    return h;
+  };
 }
 
 /**

@@ -96,7 +96,7 @@ describe('struct layout follows C rules', () => {
       frag4_key: 12, frag4_entry: 8, frag6_key: 40, frag6_entry: 20, service_name: 128, snat4_key: 16, snat4_entry: 16, snat6_key: 40,
       snat6_entry: 32, affinity4_key: 16, affinity6_key: 32, affinity_entry: 16,
       srange4_key: 12, srange6_key: 24, srange_entry: 4, node_config: 48, metrics_value: 16,
-      lb_settings: 64, icmp_bucket: 16,
+      lb_settings: 64, icmp_bucket: 16, xdp_nh_key: 24, xdp_nexthop: 48, xdp_flow: 88,
     };
     expect(codec.name).toBe(name);
     expect(codec.size).toBe(sizes[name]);
