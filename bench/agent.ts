@@ -17,7 +17,10 @@
 //    in the hitless order, after its backends and slots), polled between event
 //    loop turns; flips alternate down/up on random endpoints;
 //  - peak RSS: process.resourceUsage().maxRSS at the end (the bench's own
-//    objects are the store's: nothing is kept twice).
+//    objects are the store's: nothing is kept twice; the store keeps their
+//    slim projections). The Agent applies its heap policy when it is made
+//    (src/agent/heap.ts), before the store is filled, as `strait agent` does
+//    before its watch fills it.
 //
 // kube-proxy (the cached build, ~/.cache/strait/k8s-*/bin, lab/build-k8s.sh),
 // nftables mode in a network namespace made for the run (deleted after), against

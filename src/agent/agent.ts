@@ -10,8 +10,10 @@
 // The pinned maps outlive the agent: a restart adopts them, recovers every id
 // from them, and its first sync writes only what changed meanwhile.
 import { performance } from 'node:perf_hooks';
+import { CT_F_SNAT } from '../bpf/abi.js';
 import { Dataplane, type TcMode } from '../bpf/dataplane.js';
 import { SocketLb, cgroupNetnsPaths } from '../bpf/socket-lb.js';
+import { XdpProgram, type XdpMode } from '../bpf/xdp.js';
 import {
   CompiledServices,
   IdRegistry,
@@ -22,19 +24,23 @@ import {
   heldBackends,
   patchMaps,
   readCurrent,
+  releasePlan,
   type DesiredMaps,
   type DiffOptions,
+  type ManagedMapName,
   type SyncPlan,
 } from '../compile/index.js';
-import { watchCluster, type ClusterWatch } from '../k8s/index.js';
-import { formatObjectRef, ServiceModels, type ModelSummary, type ServiceObjects } from '../model/index.js';
+import type { ClusterWatch } from '../k8s/index.js';
+import { buildNodeInfo, formatObjectRef, ServiceModels, type ModelSummary, type Node, type ServiceObjects } from '../model/index.js';
 import { BoundedFrequencyRunner, type RunOutcome } from './bounded-frequency-runner.js';
 import { DEVICE_RESCAN_MS, isDevicePattern, listDevices, selectDevices, type Device } from './devices.js';
 import { HealthCheckServers } from './health-check-servers.js';
 import { AgentHealth } from './health.js';
+import { applyAgentHeapPolicy } from './heap.js';
 import { startHttp, type HttpServers } from './http.js';
 import type { Logger } from './logger.js';
 import { watchManifests, type ManifestWatcher } from './manifests.js';
+import { DEFAULT_NODEPORT_RANGE, DEFAULT_SNAT_PORT_RANGE, nodeConfigValue, sameNodeConfig, type PortRange } from './node-config.js';
 import { Counter, Gauge, Histogram, Registry, exponentialBuckets } from './metrics.js';
 import { ObjectStore, servicesOfChange, type StoreChange } from './object-store.js';
 import { statusFilePath, writeStatusFile, type AgentStatus } from './status-file.js';
@@ -70,12 +76,20 @@ export interface AgentConfig {
   readonly healthzAddr: string;
   /** Addresses the health-check node ports listen on ("" = all). */
   readonly healthCheckBindAddresses: readonly string[];
+  /** Node health and the health-check node ports listen in this network namespace (path or /run/netns name); default the agent's own. */
+  readonly healthNetns?: string | undefined;
   readonly minSyncPeriodMs: number;
   readonly syncPeriodMs: number;
   readonly nodePortAddresses: readonly string[] | undefined;
   /** The node's addresses when no Node object says them (manifest mode). */
   readonly nodeAddresses: readonly string[] | undefined;
   readonly mapSizes: Readonly<Record<string, number>>;
+  /** Ports north-south SNAT may use (default DEFAULT_SNAT_PORT_RANGE). */
+  readonly snatPortRange?: PortRange | undefined;
+  /** `--dsr`: LB_F_DSR on the frontends that can keep their port, NODE_MODE_DSR in `config`. */
+  readonly dsr?: boolean | undefined;
+  /** `--xdp`: the XDP program on the uplinks (the devices named without patterns), in this mode; undefined: off. */
+  readonly xdp?: XdpMode | undefined;
   readonly log: Logger;
 }
 
@@ -95,6 +109,9 @@ interface AgentMetrics {
 
 const DIFF_OPTIONS: DiffOptions = { quarantineTcpBackends: true };
 
+/** At most one status file write per this long (see #writeStatus). */
+const STATUS_INTERVAL_MS = 250;
+
 export class Agent {
   readonly config: AgentConfig;
   readonly registry = new Registry();
@@ -105,12 +122,13 @@ export class Agent {
   readonly #healthChecks: HealthCheckServers;
   #dp: Dataplane | undefined;
   #socketLb: SocketLb | undefined;
+  #xdp: XdpProgram | undefined;
   #ids: IdRegistry | undefined;
   /** What the managed maps hold, as far as this agent knows (re-read on periodic syncs). */
   #state: DesiredMaps | undefined;
   /** Each Service's model and entries as the last sync left them. */
   readonly #models = new ServiceModels();
-  readonly #compiled = new CompiledServices();
+  readonly #compiled: CompiledServices;
   /** Services ("namespace/name") whose Service or slices changed since the last sync. */
   #dirty = new Set<string>();
   /** The next sync redoes every Service. */
@@ -120,10 +138,15 @@ export class Agent {
   #watch: ClusterWatch | undefined;
   #manifests: ManifestWatcher | undefined;
   #periodicPending = false;
+  /** ifindexes of the devices named (not matched by a pattern) in --devices: the node's uplinks. */
+  readonly #uplinkIfindexes: number[] = [];
   /** Devices attached because a --devices pattern matched them: name → ifindex. */
   readonly #patternDevices = new Map<string, number>();
   #deviceScan: Promise<void> = Promise.resolve();
   #deviceRescan: NodeJS.Timeout | undefined;
+  /** The status file: when it was last written, and the write waiting for STATUS_INTERVAL_MS to pass. */
+  #statusWrittenAt = -Infinity;
+  #statusTimer: NodeJS.Timeout | undefined;
   /** Model errors already logged (object, field, message): each is logged once, when it appears. */
   #loggedErrors = new Set<string>();
   #status: Omit<AgentStatus, 'version' | 'pid' | 'nodeName' | 'bpfRoot' | 'source'> = {
@@ -138,12 +161,15 @@ export class Agent {
   };
 
   constructor(config: AgentConfig) {
+    applyAgentHeapPolicy();
     this.config = config;
     this.#log = config.log;
+    this.#compiled = new CompiledServices({ dsr: config.dsr === true });
     this.store = new ObjectStore({ nodeName: config.nodeName });
     this.health = new AgentHealth({ healthTimeoutMs: 2 * config.syncPeriodMs });
     this.#healthChecks = new HealthCheckServers({
       bindAddresses: config.healthCheckBindAddresses,
+      netns: config.healthNetns,
       isProxyHealthy: () => this.health.isHealthy(),
       log: config.log,
     });
@@ -181,6 +207,7 @@ export class Agent {
     });
     for (const ifname of config.devices.filter((d) => !isDevicePattern(d))) {
       const a = dp.attachTc({ ifname, mode: config.tcMode, ...(config.devicesNetns !== undefined ? { netns: config.devicesNetns } : {}) });
+      this.#uplinkIfindexes.push(a.ingress.ifindex);
       this.#log.info('attached', { device: ifname, netns: config.devicesNetns ?? null, mode: a.ingress.mode, updated: a.ingress.updated });
     }
     await this.#attachMatchingDevices();
@@ -189,12 +216,14 @@ export class Agent {
       this.#deviceRescan.unref();
     }
     this.#startSocketLb(dp);
+    this.#startXdp(dp);
     this.#state = readCurrent(dp);
     this.#ids = IdRegistry.recover(this.#state);
 
     const http = await startHttp({
       metricsAddr: config.metricsAddr,
       healthzAddr: config.healthzAddr,
+      healthzNetns: config.healthNetns,
       health: this.health,
       registry: this.registry,
       log: this.#log,
@@ -231,6 +260,9 @@ export class Agent {
       return;
     }
     this.health.setSource('kubernetes', { connected: false, reason: 'connecting' });
+    // Loaded here, not at the top: the Kubernetes client is only needed (and only
+    // paid for in memory) by the kubernetes source.
+    const { watchCluster } = await import('../k8s/index.js');
     this.#watch = watchCluster({
       ...(source.kubeconfig !== undefined ? { kubeconfig: source.kubeconfig } : {}),
       nodeName: this.config.nodeName,
@@ -266,19 +298,25 @@ export class Agent {
     this.#fullPending = true;
 
     this.health.syncNode(this.store.get('Node', this.config.nodeName) as Parameters<AgentHealth['syncNode']>[0]);
+    this.#syncNodeConfig(dp);
     let state = periodic || !this.#state ? readCurrent(dp) : this.#state;
     let plan: SyncPlan;
     if (changed === undefined) {
-      const snapshot = this.store.snapshot();
-      const model = this.#models.rebuild({
-        services: snapshot.services,
-        endpointSlices: snapshot.endpointSlices,
+      // Each Service is built and compiled in turn (a stream), it and its slices
+      // read from the store when it is reached: the whole model never exists at once.
+      const stream = this.#models.rebuildStream({
+        serviceKeys: this.store.keys('Service'),
+        service: (key) => this.store.get('Service', key),
+        endpointSlicesFor: (key) => this.store.endpointSlicesFor(key),
         nodeName: this.config.nodeName,
-        node: snapshot.node,
+        node: this.store.get('Node', this.config.nodeName),
         nodePortAddresses: this.config.nodePortAddresses,
         nodeAddresses: this.config.nodeAddresses,
       });
-      const compiled = this.#compiled.compileAll(model, ids, { quarantine: heldBackends(state, DIFF_OPTIONS) });
+      const compiled = this.#compiled.compileStream(stream, ids, {
+        quarantine: heldBackends(state, DIFF_OPTIONS),
+        sizeHint: this.#sizeHint(),
+      });
       plan = diff(state, compiled.maps, DIFF_OPTIONS);
     } else {
       // only the changed Services' entries: as the maps hold them, and as they should be
@@ -287,6 +325,7 @@ export class Agent {
       plan = { ...plan, after: patchMaps(state, previous, plan.after) };
     }
     const result = applyPlan(dp, plan);
+    releasePlan(plan); // the written entries' bytes: megabytes after a full sync
     state = result.failures.length > 0 ? readCurrent(dp) : plan.after;
     const flushed = this.#flushConntrack(plan);
     const socketsDestroyed = this.#destroyStaleSockets(plan);
@@ -331,6 +370,46 @@ export class Agent {
     }
     this.#fullPending = false;
     this.health.updated();
+  }
+
+  /**
+   * The `config` map entry (node-config.ts): the node's addresses, which
+   * north-south SNAT rewrites sources to, the SNAT and NodePort ranges, the
+   * uplinks, the modes. Rewritten only when it changes (a Node address change,
+   * another agent's flags).
+   */
+  #syncNodeConfig(dp: Dataplane): void {
+    const { node } = buildNodeInfo({
+      nodeName: this.config.nodeName,
+      node: this.store.get('Node', this.config.nodeName) as Node | undefined,
+      nodeAddresses: this.config.nodeAddresses,
+    });
+    const next = nodeConfigValue({
+      addresses: node.addresses,
+      uplinkIfindexes: this.#uplinkIfindexes,
+      socketLb: this.config.socketLbCgroup !== undefined,
+      dsr: this.config.dsr === true,
+      xdp: this.config.xdp !== undefined,
+      snatPorts: this.config.snatPortRange ?? DEFAULT_SNAT_PORT_RANGE,
+      nodePorts: DEFAULT_NODEPORT_RANGE,
+    });
+    const current = dp.maps.config.lookup(0);
+    if (current !== undefined && sameNodeConfig(current, next)) return;
+    dp.maps.config.update(0, next);
+    this.#log.info('node config', {
+      addr4: next.addr4,
+      addr6: next.addr6,
+      snatPorts: `${next.snatPortMin}-${next.snatPortMax}`,
+      uplinks: next.uplinkIfindex.filter((i) => i !== 0),
+      modes: next.modes,
+    });
+  }
+
+  /** About as many entries as the store's Services and endpoints make (a first full compile's table sizes). */
+  #sizeHint(): Partial<Record<ManagedMapName, number>> {
+    const services = this.store.count('Service');
+    const { IPv4, IPv6 } = this.store.endpointCounts();
+    return { backends4: IPv4, backends6: IPv6, serviceSlots: IPv4 + IPv6, serviceNames: services, revnat4: services, services4: services };
   }
 
   /** Each error in the objects (an invalid IP, an unknown port…) is logged once, with the object and field. */
@@ -389,6 +468,27 @@ export class Agent {
     return this.#deviceScan;
   }
 
+  /**
+   * XDP on: load strait_xdp.o next to the tc object and attach it to the
+   * uplinks (the devices named without a pattern: pods' veths get none);
+   * off: detach what an earlier run attached, so tc does all the work.
+   */
+  #startXdp(dp: Dataplane): void {
+    const { config } = this;
+    const uplinks = config.devices.filter((d) => !isDevicePattern(d));
+    if (config.xdp === undefined) {
+      const detached = XdpProgram.detachAll(config.bpfRoot);
+      if (detached.length > 0) this.#log.info('xdp off: detached', { devices: detached.map((d) => d.ifname) });
+      return;
+    }
+    const xdp = XdpProgram.open({ dataplane: dp });
+    this.#xdp = xdp;
+    for (const ifname of uplinks) {
+      const a = xdp.attach({ ifname, mode: config.xdp, ...(config.devicesNetns !== undefined ? { netns: config.devicesNetns } : {}) });
+      this.#log.info('xdp attached', { device: ifname, netns: a.netns, mode: a.mode, updated: a.updated, nativeError: a.nativeError });
+    }
+  }
+
   /** Socket LB on: load and attach to the cgroup; off: detach what an earlier run attached. */
   #startSocketLb(dp: Dataplane): void {
     const cgroup = this.config.socketLbCgroup;
@@ -440,7 +540,8 @@ export class Agent {
   /**
    * Conntrack entries of deleted backends and removed frontends go with them:
    * UDP flows move on at once (kube-proxy clears UDP conntrack), and a reused id
-   * never inherits a stranger's flows.
+   * never inherits a stranger's flows. A SNAT flow's snat entries go too, freeing
+   * its port: they are keyed by the very bytes of its conntrack keys (abi.h).
    */
   #flushConntrack(plan: SyncPlan): number {
     const backends = new Set<number>();
@@ -453,10 +554,16 @@ export class Agent {
     if (backends.size === 0 && revNats.size === 0) return 0;
     const dp = this.dataplane;
     let flushed = 0;
-    for (const ct of [dp.maps.ct4, dp.maps.ct6] as const) {
+    for (const [ct, snat] of [[dp.maps.ct4, dp.maps.snat4], [dp.maps.ct6, dp.maps.snat6]] as const) {
       const doomed = [];
-      for (const [key, e] of ct.entries()) if (backends.has(e.backendId) || revNats.has(e.revNatId)) doomed.push(key);
+      const snatFlows = [];
+      for (const [key, e] of ct.entries()) {
+        if (!backends.has(e.backendId) && !revNats.has(e.revNatId)) continue;
+        doomed.push(key);
+        if ((e.flags & CT_F_SNAT) !== 0) snatFlows.push(key);
+      }
       flushed += ct.batchDelete(doomed as never[]);
+      snat.batchDelete(snatFlows as never[]);
     }
     return flushed;
   }
@@ -491,7 +598,28 @@ export class Agent {
     this.#log.error('sync failed', { error: message, failures: o.failures, retryInMs: o.retryInMs });
   }
 
+  /**
+   * The status file (`strait status`) after a sync: at once, unless one was
+   * written less than STATUS_INTERVAL_MS ago — then once that interval is
+   * over, with the status as it is then. A burst of syncs (endpoints flapping)
+   * writes a few files instead of one per sync; stop() writes what is pending.
+   */
   #writeStatus(): void {
+    if (this.#statusTimer !== undefined) return;
+    const wait = this.#statusWrittenAt + STATUS_INTERVAL_MS - performance.now();
+    if (wait <= 0) {
+      this.#writeStatusNow();
+      return;
+    }
+    this.#statusTimer = setTimeout(() => {
+      this.#statusTimer = undefined;
+      this.#writeStatusNow();
+    }, wait);
+    this.#statusTimer.unref();
+  }
+
+  #writeStatusNow(): void {
+    this.#statusWrittenAt = performance.now();
     const { config } = this;
     try {
       writeStatusFile(statusFilePath(config.bpfRoot, config.stateDir), {
@@ -561,6 +689,11 @@ export class Agent {
   /** Stops everything but the dataplane: pins and attachments stay for the next agent. */
   async stop(): Promise<void> {
     clearInterval(this.#deviceRescan);
+    if (this.#statusTimer !== undefined) {
+      clearTimeout(this.#statusTimer);
+      this.#statusTimer = undefined;
+      this.#writeStatusNow();
+    }
     await this.#runner?.stop();
     await this.#watch?.stop();
     this.#manifests?.close();
@@ -568,6 +701,8 @@ export class Agent {
     await this.#http?.close();
     this.#socketLb?.close();
     this.#socketLb = undefined;
+    this.#xdp?.close();
+    this.#xdp = undefined;
     this.#dp?.close();
     this.#dp = undefined;
   }

@@ -10,10 +10,13 @@
 // never thrown.
 //
 // The maps are reached through ManagedMaps, the part of BpfMap apply uses:
-// a Dataplane (dp.maps) fits as it is, unit tests pass in-memory fakes.
+// a Dataplane (dp.maps) fits as it is, unit tests pass in-memory fakes. A map
+// with the raw batch operations (BpfMap) is written from the strings diff
+// made (rawStepOf: key hex, value bytes) without encoding anything again, and
+// read back into a PackedTable without decoding.
 import type { CtEntry } from '../bpf/abi.js';
-import { MANAGED_CODECS, tableOf, type KeyOf, type MapCodecs, type ValueOf } from './entry-table.js';
-import type { PlanStep, SyncPlan } from './diff.js';
+import { MANAGED_CODECS, PackedTable, byteTableFor, tableOf, type KeyOf, type MapCodecs, type ValueOf } from './entry-table.js';
+import { rawStepOf, type PlanStep, type SyncPlan } from './diff.js';
 import { WRITE_ORDER, type DesiredMaps, type ManagedMapName } from './types.js';
 
 /** What apply and readCurrent need of a map (BpfMap has it all). */
@@ -26,6 +29,11 @@ export interface ManagedMap<K, V> {
   batchUpdate(entries: readonly (readonly [K, V])[]): void;
   /** Absent keys are skipped; returns how many were deleted. */
   batchDelete(keys: readonly K[]): number;
+  /** The raw forms, where the map has them: `count` encoded keys and values back to back. */
+  batchUpdateRaw?(keys: Buffer, values: Buffer, count: number): void;
+  batchDeleteRaw?(keys: Buffer, count: number): number;
+  /** Every entry as chunks of [keys, values, count] encoded back to back. */
+  rawEntries?(): Iterable<[Buffer, Buffer, number]>;
 }
 
 export type ManagedMaps = { readonly [M in ManagedMapName]: ManagedMap<KeyOf<M>, ValueOf<M>> };
@@ -72,7 +80,16 @@ export function readCurrent(target: MapTarget): DesiredMaps {
   const out: Record<string, unknown> = {};
   for (const map of WRITE_ORDER) {
     const m = target.maps[map] as ManagedMap<unknown, unknown>;
-    out[map] = tableOf(map, m.entries() as Iterable<[KeyOf<typeof map>, ValueOf<typeof map>]>);
+    if (m.rawEntries !== undefined) {
+      const codecs = MANAGED_CODECS[map] as MapCodecs<unknown, unknown>;
+      const ks = codecs.key.size;
+      const vs = codecs.value.size;
+      const bytes = byteTableFor(map);
+      for (const [keys, values, n] of m.rawEntries()) for (let i = 0; i < n; i++) bytes.set(keys, i * ks, values, i * vs);
+      out[map] = new PackedTable(map, bytes);
+    } else {
+      out[map] = tableOf(map, m.entries() as Iterable<[KeyOf<typeof map>, ValueOf<typeof map>]>);
+    }
   }
   return out as unknown as DesiredMaps;
 }
@@ -88,16 +105,20 @@ export function applyPlan(target: MapTarget, plan: SyncPlan): ApplyResult {
     const fail = (key: unknown, e: unknown): void => {
       failures.push({ map: step.map, op: step.op, key: renderKey(step.map, key), error: asError(e) });
     };
+    const raw = rawStepOf(step);
+    const codecs = MANAGED_CODECS[step.map] as MapCodecs<unknown, unknown>;
 
     if (step.op === 'delete') {
-      const keys = step.keys as readonly unknown[];
-      for (let i = 0; i < keys.length; i += APPLY_CHUNK) {
-        const chunk = keys.slice(i, i + APPLY_CHUNK);
+      const ks = codecs.key.size;
+      const n = raw?.count ?? step.keys.length;
+      for (let i = 0; i < n; i += APPLY_CHUNK) {
+        const end = Math.min(n, i + APPLY_CHUNK);
         try {
-          m.batchDelete(chunk);
-          deleted += chunk.length;
+          if (raw !== undefined && m.batchDeleteRaw !== undefined) m.batchDeleteRaw(raw.keys.subarray(i * ks, end * ks), end - i);
+          else m.batchDelete((step.keys as readonly unknown[]).slice(i, end));
+          deleted += end - i;
         } catch {
-          for (const k of chunk) {
+          for (const k of (step.keys as readonly unknown[]).slice(i, end)) {
             try {
               m.delete(k);
               deleted++;
@@ -110,15 +131,24 @@ export function applyPlan(target: MapTarget, plan: SyncPlan): ApplyResult {
       continue;
     }
 
-    const entries = step.entries as readonly { key: unknown; value: unknown }[];
-    for (let i = 0; i < entries.length; i += APPLY_CHUNK) {
-      const chunk = entries.slice(i, i + APPLY_CHUNK);
+    const values = raw?.values;
+    const n = raw !== undefined && values !== undefined ? raw.count : step.entries.length;
+    for (let i = 0; i < n; i += APPLY_CHUNK) {
+      const end = Math.min(n, i + APPLY_CHUNK);
       try {
-        m.batchUpdate(chunk.map((e) => [e.key, e.value] as const));
-        written += chunk.length;
+        if (raw !== undefined && values !== undefined && m.batchUpdateRaw !== undefined) {
+          const ks = codecs.key.size;
+          const vs = codecs.value.size;
+          m.batchUpdateRaw(raw.keys.subarray(i * ks, end * ks), values.subarray(i * vs, end * vs), end - i);
+        } else {
+          const entries = step.entries as readonly { key: unknown; value: unknown }[];
+          m.batchUpdate(entries.slice(i, end).map((e) => [e.key, e.value] as const));
+        }
+        written += end - i;
       } catch {
         // entries before the failing one may be written already: rewriting is harmless
-        for (const e of chunk) {
+        const entries = step.entries as readonly { key: unknown; value: unknown }[];
+        for (const e of entries.slice(i, end)) {
           try {
             m.update(e.key, e.value);
             written++;

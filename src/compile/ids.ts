@@ -20,7 +20,8 @@
 //
 // Slot orders: the registry also remembers each service id's slot table, so
 // a changed endpoint set moves as few slots as possible (arrangeSlots).
-import { canonicalIP } from '../model/ip.js';
+import { canonicalIP, ipv4Value } from '../model/ip.js';
+import { ByteTable, release } from './byte-table.js';
 import type { IPFamily } from '../model/types.js';
 import type { DesiredMaps } from './types.js';
 
@@ -46,7 +47,7 @@ function addrKey(addr: string): string {
   return addr.includes(':') ? (canonicalIP(addr) ?? addr) : addr;
 }
 
-/** The registry key of a backend. */
+/** The registry key of a backend (its text form; the registry itself uses registryKey). */
 export function backendKey(b: BackendRef): string {
   return `${addrKey(b.addr)}|${b.port}|${b.proto}`;
 }
@@ -59,6 +60,35 @@ export function frontendKey(addr: string, port: number, proto: number): string {
 /** The registry key of a service id. */
 export function serviceKey(portName: string, family: IPFamily, set: EndpointSet): string {
   return `${portName}|${family}|${set}`;
+}
+
+/** A key of an id space: a number where one fits (cheap to hash, no string kept), else text. */
+type IdKey = string | number;
+
+function dottedQuad(a: number): string {
+  return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+}
+
+/** IPPROTO_{TCP,UDP,SCTP} → 1..3, for numeric keys; 0 for others. */
+function protoIndex(proto: number): number {
+  return proto === 6 ? 1 : proto === 17 ? 2 : proto === 132 ? 3 : 0;
+}
+
+/**
+ * The key an (address, port, protocol) has in the backend and rev-NAT id
+ * spaces. IPv4 with TCP/UDP/SCTP (nearly every key) is a number below 2^50:
+ * hashing it costs a fraction of a string's, and no string is kept per id;
+ * anything else is its text form (frontendKey/backendKey), which never equals
+ * a number.
+ */
+function endpointKey(addr: string, port: number, proto: number): IdKey {
+  const text = addrKey(addr); // an IPv4-mapped IPv6 address is its IPv4 address
+  const p = protoIndex(proto);
+  if (p !== 0 && port >= 0 && port <= 0xffff && Number.isInteger(port)) {
+    const a = ipv4Value(text);
+    if (a >= 0) return (a * 65536 + port) * 4 + p;
+  }
+  return `${text}|${port}|${proto}`;
 }
 
 /**
@@ -149,26 +179,54 @@ class IdPool {
   }
 }
 
-/** A key ↔ id binding; `sync` is the last sync that used it. */
-interface Binding {
-  readonly key: string;
-  readonly id: number;
-  sync: number;
+/** Ids below this are kept in typed arrays indexed by id; larger ones (a corrupt map's) in maps. */
+const DENSE_IDS = 1 << 22;
+
+/** A growable Float64Array / Uint32Array indexed by id (below DENSE_IDS). */
+function grown<T extends Float64Array | Uint32Array>(a: T, index: number, make: (n: number) => T, fill: number): T {
+  if (index < a.length) return a;
+  let n = Math.max(a.length, 1024);
+  while (n <= index) n *= 2;
+  const b = make(Math.min(n, DENSE_IDS));
+  b.fill(fill);
+  b.set(a);
+  release(a);
+  return b;
 }
 
 /**
  * One id space: key ↔ id bindings, ids reserved without a key (recovered
  * from the maps and not claimed yet, or held for quarantined backends), and
- * which of them the current sync used (a sync number per binding: marking
+ * which of them the current sync used (a sync number per bound id: marking
  * one used costs no set operation).
+ *
+ * Memory: numeric keys (nearly all: IPv4 backends and frontends) are looked
+ * up in a ByteTable and kept per id in a Float64Array, the sync numbers in a
+ * Uint32Array: typed arrays outside the JS heap, no object per binding. Text
+ * keys use a Map.
  */
 class IdSpace {
-  private readonly byKey = new Map<string, Binding>();
-  private readonly byId = new Map<number, Binding>();
+  /** Numeric key (its 8 bytes as a double) → id (u32). */
+  private readonly byNumber = new ByteTable(8, 4);
+  private readonly byText = new Map<string, number>();
+  /** id → numeric key (NaN: none, or a text key) and → the last sync that used it, for ids below DENSE_IDS. */
+  private numberOfId = new Float64Array(0);
+  private syncOfId = new Uint32Array(0);
+  /** id → text key (any id), and the keys and sync numbers of ids from DENSE_IDS on. */
+  private readonly textOfId = new Map<number, string>();
+  private readonly farKey = new Map<number, IdKey>();
+  private readonly farSync = new Map<number, number>();
+  private bound = 0;
+  /** Highest id ever bound below DENSE_IDS (the dense arrays' used length). */
+  private maxDense = 0;
   /** Taken ids without a key → the last sync that held them (0: recovered, not held yet). */
   private readonly reserved = new Map<number, number>();
   private sync = 1;
   private pool: IdPool;
+  /** Scratch: a numeric key's bytes, and an id's. */
+  private readonly keyNumber = new Float64Array(1);
+  private readonly keyBytes = new Uint8Array(this.keyNumber.buffer);
+  private readonly idBytes = new Uint8Array(4);
 
   constructor(
     readonly what: string,
@@ -179,12 +237,105 @@ class IdSpace {
 
   /** Recovery: builds the pool once every binding and reservation is known. */
   seal(): void {
-    this.pool = new IdPool(this.max, [...this.byId.keys(), ...this.reserved.keys()]);
+    this.pool = new IdPool(this.max, [...this.boundIds(), ...this.reserved.keys()]);
+  }
+
+  /** Every bound id. */
+  private boundIds(): number[] {
+    const out: number[] = [];
+    for (let id = 1; id <= this.maxDense; id++) if (this.keyOf(id) !== undefined) out.push(id);
+    for (const id of this.farKey.keys()) out.push(id);
+    return out;
+  }
+
+  private keyOf(id: number): IdKey | undefined {
+    if (id >= DENSE_IDS) return this.farKey.get(id);
+    const n = id < this.numberOfId.length ? (this.numberOfId[id] as number) : NaN;
+    return Number.isNaN(n) ? this.textOfId.get(id) : n;
+  }
+
+  private isBound(id: number): boolean {
+    return this.keyOf(id) !== undefined;
+  }
+
+  private markUsed(id: number, sync: number): void {
+    if (id < DENSE_IDS) this.syncOfId[id] = sync;
+    else this.farSync.set(id, sync);
+  }
+
+  private lastUsed(id: number): number {
+    return (id < DENSE_IDS ? this.syncOfId[id] : this.farSync.get(id)) ?? 0;
+  }
+
+  private lookup(key: IdKey): number | undefined {
+    if (typeof key === 'string') return this.byText.get(key);
+    this.keyNumber[0] = key;
+    const slot = this.byNumber.slotOf(this.keyBytes, 0);
+    return slot < 0 ? undefined : this.byNumber.valueU32(slot);
+  }
+
+  private bind(key: IdKey, id: number, sync: number): void {
+    this.bound++;
+    if (typeof key === 'string') this.byText.set(key, id);
+    else {
+      this.keyNumber[0] = key;
+      const b = this.idBytes; // little-endian, as valueU32 reads it
+      b[0] = id & 255;
+      b[1] = (id >>> 8) & 255;
+      b[2] = (id >>> 16) & 255;
+      b[3] = id >>> 24;
+      this.byNumber.set(this.keyBytes, 0, b, 0);
+    }
+    if (id >= DENSE_IDS) {
+      this.farKey.set(id, key);
+      this.farSync.set(id, sync);
+      return;
+    }
+    this.numberOfId = grown(this.numberOfId, id, (n) => new Float64Array(n), NaN);
+    this.syncOfId = grown(this.syncOfId, id, (n) => new Uint32Array(n), 0);
+    this.maxDense = Math.max(this.maxDense, id);
+    if (typeof key === 'string') {
+      this.numberOfId[id] = NaN;
+      this.textOfId.set(id, key);
+    } else this.numberOfId[id] = key;
+    this.syncOfId[id] = sync;
+  }
+
+  private unbind(id: number, key: IdKey): void {
+    this.bound--;
+    if (typeof key === 'string') {
+      this.byText.delete(key);
+      this.textOfId.delete(id);
+    } else {
+      this.keyNumber[0] = key;
+      this.byNumber.delete(this.keyBytes, 0);
+    }
+    if (id >= DENSE_IDS) {
+      this.farKey.delete(id);
+      this.farSync.delete(id);
+    } else {
+      this.numberOfId[id] = NaN;
+      this.syncOfId[id] = 0;
+    }
+  }
+
+  /** The key bound to id, if any. */
+  keyOfId(id: number): IdKey | undefined {
+    return this.keyOf(id);
+  }
+
+  /** Room for about `n` numeric keys and ids without growing (a first full compile's). */
+  reserve(n: number): void {
+    this.byNumber.reserve(n);
+    if (n > 0 && n < DENSE_IDS) {
+      this.numberOfId = grown(this.numberOfId, n, (k) => new Float64Array(k), NaN);
+      this.syncOfId = grown(this.syncOfId, n, (k) => new Uint32Array(k), 0);
+    }
   }
 
   /** Recovery: key → id, unless either is taken already. */
-  recoverBinding(key: string, id: number): boolean {
-    if (id < 1 || id > this.max || this.byKey.has(key) || this.byId.has(id)) return false;
+  recoverBinding(key: IdKey, id: number): boolean {
+    if (id < 1 || id > this.max || this.lookup(key) !== undefined || this.isBound(id)) return false;
     this.reserved.delete(id);
     this.bind(key, id, 0);
     return true;
@@ -192,26 +343,20 @@ class IdSpace {
 
   /** Recovery: the id is in use in the maps; keep it from new keys until a sync claims or drops it. */
   recoverReserved(id: number): void {
-    if (id < 1 || id > this.max || this.byId.has(id) || this.reserved.has(id)) return;
+    if (id < 1 || id > this.max || this.isBound(id) || this.reserved.has(id)) return;
     this.reserved.set(id, 0);
   }
 
-  private bind(key: string, id: number, sync: number): void {
-    const b: Binding = { key, id, sync };
-    this.byKey.set(key, b);
-    this.byId.set(id, b);
-  }
-
-  get(key: string): number | undefined {
-    return this.byKey.get(key)?.id;
+  get(key: IdKey): number | undefined {
+    return this.lookup(key);
   }
 
   /** The id of key, used by this sync: its own, else a reserved candidate, else the lowest free. */
-  idFor(key: string, candidate?: (isReserved: (id: number) => boolean) => number | undefined): number {
-    const b = this.byKey.get(key);
-    if (b !== undefined) {
-      b.sync = this.sync;
-      return b.id;
+  idFor(key: IdKey, candidate?: (isReserved: (id: number) => boolean) => number | undefined): number {
+    const bound = this.lookup(key);
+    if (bound !== undefined) {
+      this.markUsed(bound, this.sync);
+      return bound;
     }
     let id: number | undefined;
     const c = candidate?.((n) => this.reserved.has(n));
@@ -225,20 +370,26 @@ class IdSpace {
     return id;
   }
 
+  /** Marks a bound id used by this sync; false when nothing is bound to it. */
+  use(id: number): boolean {
+    if (!this.isBound(id)) return false;
+    this.markUsed(id, this.sync);
+    return true;
+  }
+
   /**
    * Keeps id through this sync (a quarantined backend): bound to key when
    * both are free, else reserved without a key.
    */
-  hold(id: number, key: string): void {
+  hold(id: number, key: IdKey): void {
     if (id < 1 || id > this.max) return;
-    const bound = this.byId.get(id);
-    if (bound !== undefined) {
-      bound.sync = this.sync;
+    if (this.isBound(id)) {
+      this.markUsed(id, this.sync);
       return;
     }
     const reserved = this.reserved.has(id);
     if (!reserved && !this.pool.takeSpecific(id)) return;
-    if (this.byKey.has(key)) {
+    if (this.lookup(key) !== undefined) {
       this.reserved.set(id, this.sync);
     } else {
       this.reserved.delete(id);
@@ -254,12 +405,11 @@ class IdSpace {
   endSync(only?: Iterable<number>): number[] {
     const released: number[] = [];
     const release = (id: number): void => {
-      const b = this.byId.get(id);
-      if (b !== undefined) {
-        if (b.sync === this.sync) return;
-        this.byId.delete(b.id);
-        this.byKey.delete(b.key);
-        released.push(b.id);
+      const key = this.keyOf(id);
+      if (key !== undefined) {
+        if (this.lastUsed(id) === this.sync) return;
+        this.unbind(id, key);
+        released.push(id);
         return;
       }
       const sync = this.reserved.get(id);
@@ -268,14 +418,14 @@ class IdSpace {
       released.push(id);
     };
     if (only !== undefined) for (const id of only) release(id);
-    else for (const id of [...this.byId.keys(), ...this.reserved.keys()]) release(id);
+    else for (const id of [...this.boundIds(), ...this.reserved.keys()]) release(id);
     for (const id of released) this.pool.release(id);
     this.sync++;
     return released;
   }
 
   get size(): number {
-    return this.byId.size;
+    return this.bound;
   }
 
   get reservedCount(): number {
@@ -289,6 +439,13 @@ export interface IdCandidates {
   readonly revNats: Iterable<number>;
   readonly backends: Iterable<number>;
   readonly zones: Iterable<number>;
+}
+
+/** No id twice (a small list is checked pairwise, a large one with a set). */
+function distinct(ids: readonly number[]): boolean {
+  if (ids.length > 32) return new Set(ids).size === ids.length;
+  for (let i = 1; i < ids.length; i++) for (let j = 0; j < i; j++) if (ids[i] === ids[j]) return false;
+  return true;
 }
 
 /** A slot position whose backend left (filled by arrangeSlots). */
@@ -327,7 +484,7 @@ export class IdRegistry {
 
     for (const table of [current.backends4, current.backends6]) {
       for (const { key, value } of table.values()) {
-        if (!r.backends.recoverBinding(backendKey(value), key)) r.backends.recoverReserved(key);
+        if (!r.backends.recoverBinding(endpointKey(value.addr, value.port, value.proto), key)) r.backends.recoverReserved(key);
         if (value.zone !== 0) r.zoneHints.set(key, value.zone);
       }
     }
@@ -339,11 +496,10 @@ export class IdRegistry {
     const frontends = [...current.services4.values(), ...current.services6.values()];
     frontends.sort((a, b) => a.key.scope - b.key.scope);
     for (const { key, value } of frontends) {
-      const frontend = frontendKey(key.addr, key.port, key.proto);
-      r.serviceHints.set(`${frontend}|${key.scope}`, value.serviceId);
+      r.serviceHints.set(`${frontendKey(key.addr, key.port, key.proto)}|${key.scope}`, value.serviceId);
       r.services.recoverReserved(value.serviceId);
       counts.set(value.serviceId, Math.max(counts.get(value.serviceId) ?? 0, value.backendCount));
-      if (!r.revNats.recoverBinding(frontend, value.revNatId)) r.revNats.recoverReserved(value.revNatId);
+      if (!r.revNats.recoverBinding(endpointKey(key.addr, key.port, key.proto), value.revNatId)) r.revNats.recoverReserved(value.revNatId);
     }
     // rev-NAT entries no frontend names any more: kept from new frontends until a sync drops them
     for (const { key } of current.revnat4.values()) r.revNats.recoverReserved(key);
@@ -372,13 +528,20 @@ export class IdRegistry {
 
   /**
    * The service id of a Service port's endpoint set, used by this sync.
-   * `frontends` are the "frontend|scope" keys of the entries that will carry
-   * it: after a recovery the first of them whose recovered id is still
-   * unclaimed gives the id back.
+   * `frontends` are the "frontend|scope" keys (frontendKey and the LB_SCOPE
+   * number) of the entries that will carry it, or a function giving them
+   * (called only when a recovered id may be claimed): after a recovery the
+   * first of them whose recovered id is still unclaimed gives the id back.
    */
-  serviceId(portName: string, family: IPFamily, set: EndpointSet, frontends: readonly string[]): number {
+  serviceId(
+    portName: string,
+    family: IPFamily,
+    set: EndpointSet,
+    frontends: readonly string[] | (() => readonly string[]),
+  ): number {
     return this.services.idFor(serviceKey(portName, family, set), (isReserved) => {
-      for (const f of frontends) {
+      if (this.serviceHints.size === 0) return undefined;
+      for (const f of typeof frontends === 'function' ? frontends() : frontends) {
         const id = this.serviceHints.get(f);
         if (id !== undefined && isReserved(id)) return id;
       }
@@ -388,12 +551,56 @@ export class IdRegistry {
 
   /** The rev-NAT id of a frontend, used by this sync. */
   revNatId(addr: string, port: number, proto: number): number {
-    return this.revNats.idFor(frontendKey(addr, port, proto));
+    return this.revNats.idFor(endpointKey(addr, port, proto));
   }
 
   /** The backend id of (address, port, protocol), used by this sync. */
   backendId(b: BackendRef): number {
-    return this.backends.idFor(backendKey(b));
+    return this.backends.idFor(endpointKey(b.addr, b.port, b.proto));
+  }
+
+  /** backendId without a BackendRef. */
+  backendIdOf(addr: string, port: number, proto: number): number {
+    return this.backends.idFor(endpointKey(addr, port, proto));
+  }
+
+  /** The (address, port, protocol) backend `id` is bound to, if it is. */
+  backendRef(id: number): BackendRef | undefined {
+    const key = this.backends.keyOfId(id);
+    if (key === undefined) return undefined;
+    if (typeof key === 'number') {
+      const rest = Math.floor(key / 4);
+      return { addr: dottedQuad(Math.floor(rest / 65536)), port: rest % 65536, proto: [0, 6, 17, 132][key % 4] as number };
+    }
+    // text keys: "address|port|proto" (addresses hold no '|')
+    const [addr, port, proto] = key.split('|');
+    return { addr: addr ?? '', port: Number(port), proto: Number(proto) };
+  }
+
+  /** The IPv4 address backend `id` is bound to as a number, or -1 (unbound, or not IPv4 with TCP/UDP/SCTP). */
+  backendAddressNumber(id: number): number {
+    const key = this.backends.keyOfId(id);
+    return typeof key === 'number' ? Math.floor(key / 4 / 65536) : -1;
+  }
+
+  /** The address backend `id` is bound to (backendRef's, without the object). */
+  backendAddress(id: number): string | undefined {
+    const key = this.backends.keyOfId(id);
+    if (key === undefined) return undefined;
+    if (typeof key === 'number') return dottedQuad(Math.floor(key / 4 / 65536));
+    return key.slice(0, key.indexOf('|'));
+  }
+
+  /** Room for about this many backends, rev-NATs and service ids without growing (a first full compile). */
+  reserve(sizes: { readonly backends?: number; readonly revNats?: number; readonly services?: number }): void {
+    this.backends.reserve(sizes.backends ?? 0);
+    this.revNats.reserve(sizes.revNats ?? 0);
+    this.services.reserve(sizes.services ?? 0);
+  }
+
+  /** Marks backend `id` used by this sync (a backend other Services still use); false if unbound. */
+  useBackend(id: number): boolean {
+    return this.backends.use(id);
   }
 
   /**
@@ -410,7 +617,7 @@ export class IdRegistry {
 
   /** Keeps a quarantined backend's id (and its key) through this sync. */
   holdBackend(id: number, b: BackendRef): void {
-    this.backends.hold(id, backendKey(b));
+    this.backends.hold(id, endpointKey(b.addr, b.port, b.proto));
   }
 
   /**
@@ -428,8 +635,16 @@ export class IdRegistry {
    * history, and equal to the sorted endpoints for a fresh one.
    */
   arrangeSlots(serviceId: number, wanted: readonly number[]): readonly number[] {
+    const before = this.slotTables.get(serviceId);
+    // the usual cases, without sets: the same table again, or a new one without duplicates
+    if (before !== undefined && before.length === wanted.length && before.every((id, i) => id === wanted[i])) return before;
+    if (before === undefined && distinct(wanted)) {
+      const table = [...wanted];
+      this.slotTables.set(serviceId, table);
+      return table;
+    }
     const want = new Set(wanted);
-    const previous = this.slotTables.get(serviceId) ?? [];
+    const previous = before ?? [];
     const seen = new Set<number>();
     const table = previous.map((id) => {
       if (id === HOLE || !want.has(id) || seen.has(id)) return HOLE;

@@ -22,7 +22,11 @@ export interface Entry<K, V> {
   readonly value: V;
 }
 
-/** Entries by canonical key (the codec's encoded key as hex): stable, comparable. */
+/**
+ * Entries by canonical key (the codec's encoded key as hex): stable,
+ * comparable. The stages make PackedTables (entry-table.ts: the entries kept
+ * encoded, decoded when read); any ReadonlyMap of entries is accepted.
+ */
 export type EntryTable<K, V> = ReadonlyMap<string, Entry<K, V>>;
 
 /** Every map the agent owns. Conntrack, NAT, affinity and metrics belong to the datapath. */

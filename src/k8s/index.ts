@@ -1,5 +1,7 @@
 // The Kubernetes watch stage: cluster objects → ClusterStore.
 export { watchCluster, loadKubeConfig, backoffDelay } from './watch.js';
+export { KubeconfigError, loadApiConfig } from './kubeconfig.js';
+export type { ApiConfig } from './kubeconfig.js';
 export type {
   ApiErrorInfo, BackoffOptions, ClusterStore, ClusterWatch, ClusterWatchStatus, ConnectionChange, LogFields,
   ResourceStatus, WatchClusterOptions, WatchedResource, WatchLogger,

@@ -1,23 +1,30 @@
 // The agent's view of the cluster: Services and EndpointSlices in all namespaces and this Node,
-// followed with @kubernetes/client-node informers (ListWatch, what makeInformer builds; used
-// directly because the Node informer needs a field selector) and written into a ClusterStore.
+// listed and watched over plain HTTPS (lists paginated, watches as streams of JSON lines) and
+// written into a ClusterStore.
 //
 // Rules (DESIGN "Agent"; issue 4 "Watch"):
 //  * Only real DELETE events, or a relist that no longer contains an object, remove it from the
 //    store. A dropped connection or an unreachable API never does: the dataplane keeps serving
 //    what it last knew, and status()/onConnectionChange report the loss.
 //  * 410 Gone (an expired resourceVersion, on a watch or as a watch ERROR event) → relist; the
-//    informer diffs the new list against its cache and reports adds, updates and deletes.
-//  * When the API is unreachable or answers with an error, each informer is restarted with
-//    exponential backoff (capped, jittered); it resumes watching from its last resourceVersion,
-//    or relists when that has expired.
-//  * Lists are paginated and fetched as plain JSON (not through the generated, typed client), so
-//    list items and watch events have the same shape and no field the client's models do not know
-//    (newer API versions) is dropped.
-
-import { IsomorphicFetchHttpLibrary, KubeConfig, ListWatch, RequestContext, Watch } from '@kubernetes/client-node';
-import type { KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+//    new list is compared with what was delivered and yields adds, updates and deletes.
+//  * When the API is unreachable or answers with an error, each resource's list/watch loop is
+//    restarted with exponential backoff (capped, jittered); it resumes watching from its last
+//    resourceVersion, or relists when that has expired.
+//  * Watches ask for bookmarks (a quiet resource's resourceVersion stays fresh); a watch that
+//    stays silent, or does not connect, for watchIdleTimeoutMs is re-established at once from
+//    its resourceVersion.
+//
+// The list/watch loop follows @kubernetes/client-node's ListWatch and Watch (which this file
+// used before) event for event, with two differences that are the reason for it: objects are
+// delivered as parsed, never also kept in an informer cache (the store keeps its slim copy; the
+// loop keeps each object's key and resourceVersion only), and the client's module graph (≈ 85 MB
+// of RSS for its generated API) is not loaded. Kubeconfig and in-cluster credentials:
+// kubeconfig.ts.
+import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import type { EndpointSlice, Node, Service } from '../model/k8s-types.js';
+import { authorization, loadApiConfig, type ApiConfig } from './kubeconfig.js';
 
 // ---- public types -------------------------------------------------------------------------------
 
@@ -71,8 +78,8 @@ export interface ApiErrorInfo {
 }
 
 export interface WatchClusterOptions {
-  /** Path of a kubeconfig file, or a loaded KubeConfig; default: in-cluster configuration. */
-  readonly kubeconfig?: string | KubeConfig;
+  /** Path of a kubeconfig file, or a loaded ApiConfig (loadKubeConfig); default: in-cluster configuration. */
+  readonly kubeconfig?: string | ApiConfig;
   /** This node's name (the Node object watched). */
   readonly nodeName: string;
   readonly store: ClusterStore;
@@ -89,7 +96,7 @@ export interface WatchClusterOptions {
   /** Timeout of one list page request (default 60 000 ms). */
   readonly listTimeoutMs?: number;
   /** A watch that stays silent this long, or does not connect within it, is re-established
-   * (the client's default, 30 000 ms). */
+   * (default 30 000 ms). */
   readonly watchIdleTimeoutMs?: number;
 }
 
@@ -98,7 +105,7 @@ export interface ResourceStatus {
   readonly connected: boolean;
   /** The initial list has been delivered to the store. */
   readonly synced: boolean;
-  /** Objects currently known (the informer's cache). */
+  /** Objects currently known (delivered and not deleted). */
   readonly objects: number;
   readonly resourceVersion: string;
   /** Lists (initial + relists). */
@@ -110,7 +117,7 @@ export interface ResourceStatus {
   /** 410 Gone answers (each leads to a relist). */
   readonly gone: number;
   readonly apiErrors: number;
-  /** Informer restarts after errors. */
+  /** List/watch loop restarts after errors. */
   readonly restarts: number;
   /** Store calls that threw (reported, then ignored). */
   readonly storeErrors: number;
@@ -131,26 +138,15 @@ export interface ClusterWatch {
   /** Resolves when onSynced fires (never rejects; it may never resolve if the API stays away). */
   readonly synced: Promise<void>;
   status(): ClusterWatchStatus;
-  /** Stops all informers and pending retries. The store is left as it is. */
+  /** Stops every list/watch and pending retry. The store is left as it is. */
   stop(): Promise<void>;
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
 
 /** Loads `path`, or the in-cluster configuration (service account token + CA) when none is given. */
-export function loadKubeConfig(path?: string): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) {
-    kc.loadFromFile(path);
-  } else {
-    if (!process.env.KUBERNETES_SERVICE_HOST || !process.env.KUBERNETES_SERVICE_PORT) {
-      throw new Error('not running in a cluster (KUBERNETES_SERVICE_HOST/PORT unset): pass --kubeconfig PATH');
-    }
-    kc.loadFromCluster();
-  }
-  const cluster = kc.getCurrentCluster();
-  if (!cluster?.server) throw new Error(`kubeconfig ${path ?? '(in-cluster)'}: no current cluster with a server`);
-  return kc;
+export function loadKubeConfig(path?: string): ApiConfig {
+  return loadApiConfig(path);
 }
 
 /** Delay before retry number `attempt` (0-based): min(max, initial·factor^attempt), minus up to
@@ -205,14 +201,106 @@ function isGone(err: unknown): boolean {
 
 const noopLogger: WatchLogger = { info() {}, warn() {}, error() {} };
 
+// ---- the API, over plain HTTP(S) -------------------------------------------------------------------
+
+/** GETs against the API server with the configured TLS material and credentials. */
+class ApiClient {
+  readonly #agent: HttpAgent | HttpsAgent;
+  readonly #https: boolean;
+  readonly #url: URL;
+
+  constructor(readonly config: ApiConfig) {
+    this.#url = new URL(config.server);
+    this.#https = this.#url.protocol === 'https:';
+    this.#agent = this.#https
+      ? new HttpsAgent({
+          keepAlive: true,
+          ...(config.ca !== undefined ? { ca: config.ca } : {}),
+          ...(config.cert !== undefined ? { cert: config.cert } : {}),
+          ...(config.key !== undefined ? { key: config.key } : {}),
+          ...(config.tlsServerName !== undefined ? { servername: config.tlsServerName } : {}),
+          rejectUnauthorized: config.insecureSkipTLSVerify !== true,
+        })
+      : new HttpAgent({ keepAlive: true });
+  }
+
+  /** Resolves with the response once its headers are in; rejects on a network error or abort. */
+  get(path: string, signal: AbortSignal, accept = 'application/json'): Promise<IncomingMessage> {
+    const auth = authorization(this.config);
+    const headers: Record<string, string> = { Accept: accept, 'User-Agent': 'strait-agent' };
+    if (auth !== undefined) headers['Authorization'] = auth;
+    const base = this.#url.pathname.replace(/\/+$/, '');
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(abortReason(signal));
+        return;
+      }
+      const req = (this.#https ? httpsRequest : httpRequest)(
+        { protocol: this.#url.protocol, hostname: this.#url.hostname, port: this.#url.port, path: base + path, method: 'GET', headers, agent: this.#agent },
+        resolve,
+      );
+      const onAbort = (): void => {
+        req.destroy(abortReason(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      req.on('error', (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(signal.aborted ? abortReason(signal) : e);
+      });
+      req.on('response', (res) => {
+        res.on('close', () => signal.removeEventListener('abort', onAbort));
+      });
+      req.end();
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
+
+/** Why a signal aborted, as an Error (AbortSignal.timeout gives a TimeoutError). */
+function abortReason(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r : new Error(String(r ?? 'aborted'));
+}
+
+function readBody(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.on('error', reject);
+    res.on('aborted', () => reject(new Error('response aborted')));
+  });
+}
+
+/** An HTTP error from a status answer (its message, when the body is a Status object). */
+function statusError(what: string, status: number, text: string): HttpError {
+  let message = '';
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+    message = (body as { message?: string })?.message ?? '';
+  } catch {
+    /* not JSON */
+  }
+  return httpError(`${what}: ${message || `HTTP ${status}`}`, status, body);
+}
+
 // ---- resources -----------------------------------------------------------------------------------
+
+/** What the watch reads of an object (every API object has it). */
+interface KubernetesObject {
+  readonly metadata?: { readonly name?: string; readonly namespace?: string; readonly resourceVersion?: string };
+}
 
 interface ResourceSpec {
   readonly name: WatchedResource;
   readonly path: string;
   readonly fieldSelector?: string;
   readonly upsert: (store: ClusterStore, obj: KubernetesObject) => void;
-  readonly remove: (store: ClusterStore, obj: KubernetesObject) => void;
+  readonly remove: (store: ClusterStore, namespace: string, name: string) => void;
 }
 
 const ns = (o: KubernetesObject) => o.metadata?.namespace ?? '';
@@ -224,13 +312,13 @@ function resourceSpecs(nodeName: string): ResourceSpec[] {
       name: 'services',
       path: '/api/v1/services',
       upsert: (s, o) => s.upsertService(o as Service),
-      remove: (s, o) => s.deleteService(ns(o), nm(o)),
+      remove: (s, namespace, name) => s.deleteService(namespace, name),
     },
     {
       name: 'endpointslices',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       upsert: (s, o) => s.upsertEndpointSlice(o as EndpointSlice),
-      remove: (s, o) => s.deleteEndpointSlice(ns(o), nm(o)),
+      remove: (s, namespace, name) => s.deleteEndpointSlice(namespace, name),
     },
     {
       name: 'node',
@@ -242,12 +330,24 @@ function resourceSpecs(nodeName: string): ResourceSpec[] {
   ];
 }
 
-type WatchCallback = (phase: string, apiObj: any, watchObj?: any) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
-type DoneCallback = (err: any) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** Reconnects after a watch that ended cleanly: at once, then 1 s doubling to 30 s while no event comes (ListWatch's). */
+const BASE_RECONNECT_DELAY_MS = 1_000;
+const MAX_RECONNECT_DELAY_MS = 30_000;
 
-/** One resource's informer with its bookkeeping. */
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+
+/** The key of an object in one resource: "namespace/name". */
+const keyOf = (o: KubernetesObject): string => `${ns(o)}/${nm(o)}`;
+
+/** One resource's list/watch loop with its bookkeeping. */
 class ResourceWatch {
-  readonly informer: ListWatch<KubernetesObject>;
   connected = false;
   synced = false;
   lists = 0;
@@ -257,42 +357,64 @@ class ResourceWatch {
   apiErrors = 0;
   restarts = 0;
   storeErrors = 0;
-  /** Objects in the informer's cache (adds − deletes; cheaper than informer.list().length). */
+  /** Objects delivered and not deleted. */
   objects = 0;
   lastError: string | undefined;
   attempt = 0;
   retryTimer: NodeJS.Timeout | undefined;
-  /** A list completed; its items are in the store once the informer opens the next watch. */
+  /** A list completed; its items are in the store, which counts once the watch after it opens. */
   listDelivered = false;
+  resourceVersion = '';
+  /** Each delivered object's resourceVersion, by key: what a relist is compared with (no objects kept). */
+  readonly known = new Map<string, string>();
   readonly abort = new AbortController();
+  #reconnectDelayMs = 0;
+  #hasConnected = false;
 
-  constructor(readonly spec: ResourceSpec, readonly owner: Watcher) {
-    const watch = new TrackedWatch(owner.kc, this);
-    if (owner.watchIdleTimeoutMs !== undefined) {
-      (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = owner.watchIdleTimeoutMs;
-    }
-    this.informer = new ListWatch<KubernetesObject>(spec.path, watch, () => this.list(), false, undefined, spec.fieldSelector);
-    this.informer.on('add', (o) => {
-      this.objects++;
-      this.deliver('upsert', o);
-    });
-    this.informer.on('update', (o) => this.deliver('upsert', o));
-    this.informer.on('delete', (o) => {
-      this.objects--;
-      this.deliver('delete', o);
-    });
-    this.informer.on('error', (err) => this.owner.onInformerError(this, err));
-  }
+  constructor(readonly spec: ResourceSpec, readonly owner: Watcher) {}
 
   get name(): WatchedResource {
     return this.spec.name;
+  }
+
+  /** (Re)starts the loop; an error it cannot handle ends it and goes to the owner (backoff, restart). */
+  start(): void {
+    this.#reconnectDelayMs = 0;
+    this.#hasConnected = false;
+    this.#run().catch((err: unknown) => this.owner.onInformerError(this, err));
+  }
+
+  async #run(): Promise<void> {
+    for (;;) {
+      if (this.owner.stopped) return;
+      if (this.resourceVersion === '') await this.#list();
+      if (this.owner.stopped) return;
+      if (this.#reconnectDelayMs > 0 && this.#hasConnected) await sleep(this.#reconnectDelayMs, this.abort.signal);
+      if (this.#hasConnected) {
+        this.#reconnectDelayMs = Math.min(this.#reconnectDelayMs > 0 ? this.#reconnectDelayMs * 2 : BASE_RECONNECT_DELAY_MS, MAX_RECONNECT_DELAY_MS);
+      }
+      this.#hasConnected = true;
+      const err = await this.#watch();
+      if (err === null || this.owner.stopped) continue;
+      if (isGone(err)) {
+        this.resourceVersion = '';
+        continue;
+      }
+      if (isTimeout(err)) {
+        // The timeout itself throttled us (watchIdleTimeoutMs): reconnect at once from the same
+        // resourceVersion, so a quiet resource is never left unwatched for long.
+        this.#reconnectDelayMs = 0;
+        continue;
+      }
+      throw err;
+    }
   }
 
   deliver(kind: 'upsert' | 'delete', obj: KubernetesObject): void {
     this.events++;
     try {
       if (kind === 'upsert') this.spec.upsert(this.owner.store, obj);
-      else this.spec.remove(this.owner.store, obj);
+      else this.spec.remove(this.owner.store, ns(obj), nm(obj));
     } catch (err) {
       this.storeErrors++;
       this.owner.log.error('store rejected a Kubernetes object', {
@@ -301,40 +423,176 @@ class ResourceWatch {
     }
   }
 
-  /** The informer's list function: every page, as plain JSON. */
-  async list(): Promise<KubernetesListObject<KubernetesObject>> {
+  #addOrUpdate(obj: KubernetesObject): void {
+    const key = keyOf(obj);
+    const rv = obj.metadata?.resourceVersion;
+    const before = this.known.get(key);
+    if (before === undefined) {
+      this.known.set(key, rv ?? '');
+      this.objects++;
+      this.deliver('upsert', obj);
+    } else if (rv === undefined || rv === '' || rv !== before) {
+      this.known.set(key, rv ?? '');
+      this.deliver('upsert', obj);
+    }
+  }
+
+  /** A delete of an object delivered before (ListWatch ignores others too). */
+  #delete(obj: KubernetesObject): void {
+    if (!this.known.delete(keyOf(obj))) return;
+    this.objects--;
+    this.deliver('delete', obj);
+  }
+
+  /** Every page of the list, as plain JSON; then what the last list had and this one lacks is deleted. */
+  async #list(): Promise<void> {
     this.lists++;
     const o = this.owner;
     const items: KubernetesObject[] = [];
     let resourceVersion = '';
     let cont: string | undefined;
     do {
-      const url = new URL(o.server + this.spec.path);
-      url.searchParams.set('limit', String(o.pageSize));
-      if (this.spec.fieldSelector) url.searchParams.set('fieldSelector', this.spec.fieldSelector);
-      if (cont) url.searchParams.set('continue', cont);
-      const ctx = new RequestContext(url.toString(), 'GET');
-      ctx.setHeaderParam('Accept', 'application/json');
-      await o.kc.applySecurityAuthentication(ctx);
-      ctx.setSignal(AbortSignal.any([this.abort.signal, AbortSignal.timeout(o.listTimeoutMs)]));
-      const res = await o.http.send(ctx).toPromise();
-      const text = await res.body.text();
-      let body: KubernetesListObject<KubernetesObject> & { message?: string };
+      const q = new URLSearchParams({ limit: String(o.pageSize) });
+      if (this.spec.fieldSelector) q.set('fieldSelector', this.spec.fieldSelector);
+      if (cont) q.set('continue', cont);
+      const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(o.listTimeoutMs)]);
+      const res = await o.api.get(`${this.spec.path}?${q.toString()}`, signal);
+      const text = await readBody(res);
+      if (res.statusCode !== 200) throw statusError(`list ${this.spec.path}`, res.statusCode ?? 0, text);
+      let body: { items?: KubernetesObject[]; metadata?: { resourceVersion?: string; continue?: string } };
       try {
         body = JSON.parse(text) as typeof body;
       } catch {
-        throw httpError(`list ${this.spec.path}: HTTP ${res.httpStatusCode}: unparsable answer`, res.httpStatusCode);
-      }
-      if (res.httpStatusCode !== 200) {
-        throw httpError(`list ${this.spec.path}: ${body.message ?? 'failed'}`, res.httpStatusCode, body);
+        throw httpError(`list ${this.spec.path}: HTTP ${res.statusCode}: unparsable answer`, res.statusCode ?? 0);
       }
       for (const item of body.items ?? []) items.push(item);
       resourceVersion = body.metadata?.resourceVersion ?? resourceVersion;
-      cont = (body.metadata as { continue?: string } | undefined)?.continue || undefined;
+      cont = body.metadata?.continue || undefined;
     } while (cont);
+    // deletes first, then adds and updates (ListWatch's order)
+    const listed = new Set(items.map(keyOf));
+    for (const key of [...this.known.keys()]) {
+      if (listed.has(key)) continue;
+      const slash = key.indexOf('/');
+      this.#delete({ metadata: { namespace: key.slice(0, slash), name: key.slice(slash + 1) } });
+    }
+    for (const item of items) this.#addOrUpdate(item);
+    this.resourceVersion = resourceVersion;
     this.listDelivered = true;
     this.owner.markConnected(this);
-    return { metadata: { resourceVersion }, items };
+  }
+
+  /**
+   * One watch request from resourceVersion, until it ends: null when the server closed it, or
+   * the error (a 410 Gone answer, a timeout, a network error).
+   */
+  async #watch(): Promise<unknown> {
+    const owner = this.owner;
+    if (this.listDelivered) {
+      this.listDelivered = false;
+      owner.markSynced(this);
+    }
+    this.watches++;
+    const q = new URLSearchParams({ watch: 'true', allowWatchBookmarks: 'true', resourceVersion: this.resourceVersion });
+    if (this.spec.fieldSelector) q.set('fieldSelector', this.spec.fieldSelector);
+    const ctrl = new AbortController();
+    const signal = AbortSignal.any([ctrl.signal, this.abort.signal]);
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    const resetTimer = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        timedOut = true;
+        ctrl.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+      }, owner.watchIdleTimeoutMs);
+      timer.unref();
+    };
+    const ended = (err: unknown): unknown => {
+      clearTimeout(timer);
+      ctrl.abort();
+      const e = err === null ? null : timedOut ? new DOMException('The operation was aborted due to timeout', 'TimeoutError') : err;
+      if (e !== null && !owner.stopped) {
+        if (isGone(e)) {
+          this.gone++;
+          owner.log.info('watch expired (410 Gone); relisting', { resource: this.name });
+        }
+      }
+      return e;
+    };
+
+    resetTimer();
+    let res: IncomingMessage;
+    try {
+      res = await owner.api.get(`${this.spec.path}?${q.toString()}`, signal);
+      if (res.statusCode !== 200) {
+        const text = await readBody(res);
+        throw statusError(`watch ${this.spec.path}`, res.statusCode ?? 0, text);
+      }
+    } catch (err) {
+      const e = ended(err);
+      // A watch that could not connect in time is retried at once without an error report: count it.
+      if (e !== null && isTimeout(e) && !owner.stopped) owner.onUnreported(this, e);
+      return e;
+    }
+    if (owner.stopped) return ended(null);
+    // The connect timeout is over; from here on it is an inactivity timeout.
+    resetTimer();
+    owner.markConnected(this);
+    return new Promise((resolve) => {
+      let rest = '';
+      let done = false;
+      const finish = (err: unknown): void => {
+        if (done) return;
+        done = true;
+        resolve(ended(err));
+      };
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        resetTimer();
+        rest += chunk;
+        let nl: number;
+        while ((nl = rest.indexOf('\n')) >= 0) {
+          const line = rest.slice(0, nl);
+          rest = rest.slice(nl + 1);
+          if (line.trim() !== '') this.#event(line);
+        }
+      });
+      const lost = (e: Error): Error => Object.assign(new Error(`watch ${this.spec.path}: connection lost (${e.message})`), { cause: e });
+      res.on('end', () => finish(null));
+      res.on('error', (e) => finish(signal.aborted ? abortReason(signal) : lost(e)));
+      res.on('close', () => finish(signal.aborted ? abortReason(signal) : null));
+    });
+  }
+
+  /** One watch event (a JSON line). */
+  #event(line: string): void {
+    let data: { type?: string; object?: KubernetesObject & { code?: number; message?: string } };
+    try {
+      data = JSON.parse(line) as typeof data;
+    } catch {
+      return; // as the client: a line that is not JSON is ignored
+    }
+    const obj = data.object ?? {};
+    switch (data.type) {
+      case 'ERROR':
+        this.owner.onWatchErrorEvent(this, obj);
+        // an expired resourceVersion: the server ends the watch, and the loop relists
+        if (obj.code === 410) this.resourceVersion = '';
+        return;
+      case 'ADDED':
+      case 'MODIFIED':
+        this.#addOrUpdate(obj);
+        break;
+      case 'DELETED':
+        this.#delete(obj);
+        break;
+      case 'BOOKMARK':
+        break;
+      default:
+        return;
+    }
+    this.#reconnectDelayMs = 0;
+    this.resourceVersion = obj.metadata?.resourceVersion ?? '';
   }
 
   status(): ResourceStatus {
@@ -342,7 +600,7 @@ class ResourceWatch {
       connected: this.connected,
       synced: this.synced,
       objects: this.objects,
-      resourceVersion: this.informer.latestResourceVersion(),
+      resourceVersion: this.resourceVersion,
       lists: this.lists,
       watches: this.watches,
       events: this.events,
@@ -355,76 +613,16 @@ class ResourceWatch {
   }
 }
 
-/**
- * The client's Watch, instrumented: asks for bookmarks (so a quiet resource's resourceVersion
- * stays fresh), tells the owner when a watch stream opened (connected) or could not be
- * established, counts 410s and error events, and refuses to open anything after stop().
- */
-class TrackedWatch extends Watch {
-  constructor(kc: KubeConfig, private readonly rw: ResourceWatch) {
-    super(kc);
-  }
-
-  override async watch(
-    path: string,
-    queryParams: Record<string, string | number | boolean | undefined>,
-    callback: WatchCallback,
-    done: DoneCallback,
-  ): Promise<AbortController> {
-    const rw = this.rw;
-    const owner = rw.owner;
-    if (owner.stopped) {
-      const c = new AbortController();
-      c.abort();
-      return c;
-    }
-    if (rw.listDelivered) {
-      rw.listDelivered = false;
-      owner.markSynced(rw);
-    }
-    rw.watches++;
-    let opened = false;
-    let finished = false;
-    const ctrl = await super.watch(
-      path,
-      { ...queryParams, allowWatchBookmarks: true },
-      (phase, obj, raw) => {
-        if (phase === 'ERROR') owner.onWatchErrorEvent(rw, obj);
-        callback(phase, obj, raw);
-      },
-      (err) => {
-        finished = true;
-        if (err && !owner.stopped) {
-          if (isGone(err)) {
-            rw.gone++;
-            owner.log.info('watch expired (410 Gone); relisting', { resource: rw.name });
-          } else if (isTimeout(err) && !opened) {
-            // The client reconnects at once without reporting an error: count it ourselves.
-            owner.onUnreported(rw, err);
-          }
-        }
-        done(err);
-      },
-    );
-    if (!finished && !owner.stopped) {
-      opened = true;
-      owner.markConnected(rw);
-    }
-    return ctrl;
-  }
-}
-
 // ---- the watcher ------------------------------------------------------------------------------
 
 class Watcher implements ClusterWatch {
-  readonly kc: KubeConfig;
+  readonly api: ApiClient;
   readonly server: string;
   readonly store: ClusterStore;
   readonly log: WatchLogger;
-  readonly http = new IsomorphicFetchHttpLibrary();
   readonly pageSize: number;
   readonly listTimeoutMs: number;
-  readonly watchIdleTimeoutMs: number | undefined;
+  readonly watchIdleTimeoutMs: number;
   readonly resources: ResourceWatch[];
   readonly synced: Promise<void>;
   stopped = false;
@@ -438,13 +636,14 @@ class Watcher implements ClusterWatch {
   constructor(opts: WatchClusterOptions) {
     if (!opts.nodeName) throw new Error('watchCluster: nodeName is required');
     this.#opts = opts;
-    this.kc = opts.kubeconfig instanceof KubeConfig ? opts.kubeconfig : loadKubeConfig(opts.kubeconfig);
-    this.server = this.kc.getCurrentCluster()?.server ?? '';
+    const config = typeof opts.kubeconfig === 'object' ? opts.kubeconfig : loadKubeConfig(opts.kubeconfig);
+    this.api = new ApiClient(config);
+    this.server = config.server;
     this.store = opts.store;
     this.log = opts.log ?? noopLogger;
     this.pageSize = opts.pageSize ?? 500;
     this.listTimeoutMs = opts.listTimeoutMs ?? 60_000;
-    this.watchIdleTimeoutMs = opts.watchIdleTimeoutMs;
+    this.watchIdleTimeoutMs = opts.watchIdleTimeoutMs ?? 30_000;
     this.synced = new Promise((r) => (this.#resolveSynced = r));
     this.resources = resourceSpecs(opts.nodeName).map((s) => new ResourceWatch(s, this));
   }
@@ -455,7 +654,7 @@ class Watcher implements ClusterWatch {
   }
 
   #startInformer(rw: ResourceWatch): void {
-    rw.informer.start().catch((err: unknown) => this.onInformerError(rw, err));
+    rw.start();
   }
 
   markConnected(rw: ResourceWatch): void {
@@ -579,8 +778,8 @@ class Watcher implements ClusterWatch {
       if (rw.retryTimer) clearTimeout(rw.retryTimer);
       rw.retryTimer = undefined;
       rw.abort.abort();
-      await rw.informer.stop();
     }
+    this.api.close();
     this.log.info('stopped watching the Kubernetes API', { server: this.server });
   }
 }

@@ -1,6 +1,6 @@
 // EndpointSlices joined to their Service and turned into Endpoints per Service
 // port name and family, as kube-proxy's EndpointSliceCache does.
-import { parseIP, sortKeyOf } from './ip.js';
+import { ipSortKey, ipv4Value, parseIP } from './ip.js';
 import {
   LABEL_HEADLESS,
   LABEL_SERVICE_NAME,
@@ -69,19 +69,6 @@ export interface CollectedEndpoints {
   readonly errors: readonly ModelError[];
 }
 
-interface CheckedEndpoint {
-  readonly sortKey: string;
-  readonly address: string;
-  readonly family: IPFamily;
-  readonly ready: boolean;
-  readonly serving: boolean;
-  readonly terminating: boolean;
-  readonly nodeName: string | undefined;
-  readonly zone: string | undefined;
-  readonly zoneHints: readonly string[];
-  readonly nodeHints: readonly string[];
-  readonly isLocal: boolean;
-}
 
 /**
  * The endpoints of one Service's ports from its slices (sorted by name, so the
@@ -96,7 +83,8 @@ export function collectEndpoints(
   nodeName: string,
 ): CollectedEndpoints {
   const errors: ModelError[] = [];
-  const sets = new Map<string, Map<IPFamily, Map<string, { key: string; ep: Endpoint }>>>();
+  // portKey → family → the endpoints of every slice, in slice order (sorted and deduplicated below)
+  const sets = new Map<string, Map<IPFamily, Endpoint[]>>();
 
   for (const slice of slices) {
     const ref = sliceRef(slice);
@@ -135,11 +123,13 @@ export function collectEndpoints(
       if (ports.some((q) => q.key === key)) return err(`${at}.name`, `duplicate port ${key}`);
       ports.push({ key, port: p.port });
     });
-    if (ports.length === 0) continue;
+    const first = ports[0];
+    if (first === undefined) continue;
 
-    const checked: CheckedEndpoint[] = [];
+    // the endpoints with the first port's number; the other ports get copies
+    const checked: Endpoint[] = [];
     (Array.isArray(slice.endpoints) ? slice.endpoints : []).forEach((ep, i) => {
-      const result = checkEndpoint(ep, addressType, nodeName);
+      const result = checkEndpoint(ep, addressType, nodeName, first.port);
       if (typeof result === 'string') err(`endpoints[${i}].addresses`, result);
       else checked.push(result);
     });
@@ -147,45 +137,87 @@ export function collectEndpoints(
     for (const { key, port } of ports) {
       let byFamily = sets.get(key);
       if (byFamily === undefined) sets.set(key, (byFamily = new Map()));
-      let set = byFamily.get(addressType);
-      if (set === undefined) byFamily.set(addressType, (set = new Map()));
-      for (const c of checked) {
-        const id = `${c.address}|${port}`;
-        if (!c.isLocal && set.has(id)) continue;
-        set.set(id, { key: c.sortKey, ep: toEndpoint(c, port) });
-      }
+      let list = byFamily.get(addressType);
+      if (list === undefined) byFamily.set(addressType, (list = []));
+      for (const c of checked) list.push(port === c.port ? c : { ...c, port });
     }
   }
 
   const byPort = new Map<string, Map<IPFamily, readonly Endpoint[]>>();
   for (const [key, byFamily] of sets) {
     const out = new Map<IPFamily, readonly Endpoint[]>();
-    for (const [family, set] of byFamily) {
-      const list = [...set.values()];
-      list.sort((a, b) => compareStrings(a.key, b.key) || a.ep.port - b.ep.port);
-      out.set(family, list.map((e) => e.ep));
-    }
+    for (const [family, list] of byFamily) out.set(family, sortEndpoints(list));
     byPort.set(key, out);
   }
   return { byPort, errors };
 }
 
-function checkEndpoint(ep: SliceEndpoint, addressType: IPFamily, nodeName: string): CheckedEndpoint | string {
+/** An address's sort key (ipSortKey's order): IPv4 as its number, IPv6 as text. */
+function addressSortKey(address: string): number | string {
+  const v4 = ipv4Value(address);
+  return v4 >= 0 ? v4 : ipSortKey(address);
+}
+
+/**
+ * Endpoints (one family) sorted by address and port, each address:port once:
+ * the copy local to this node when there is one (the last such), else the first.
+ */
+function sortEndpoints(list: Endpoint[]): readonly Endpoint[] {
+  const n = list.length;
+  if (n <= 1) return list;
+  const keys = list.map((ep) => addressSortKey(ep.address));
+  const order = (a: number, b: number): number => {
+    const ka = keys[a] as number | string;
+    const kb = keys[b] as number | string;
+    const byAddress = typeof ka === 'number' && typeof kb === 'number' ? ka - kb : compareStrings(String(ka), String(kb));
+    return byAddress || (list[a] as Endpoint).port - (list[b] as Endpoint).port;
+  };
+  let sorted = true;
+  for (let i = 1; i < n && sorted; i++) sorted = order(i - 1, i) < 0;
+  if (sorted) return list;
+  const idx = Array.from({ length: n }, (_, i) => i);
+  idx.sort((a, b) => order(a, b) || a - b);
+  const out: Endpoint[] = [];
+  for (let i = 0; i < n; ) {
+    let pick = idx[i] as number;
+    let local: number | undefined;
+    let j = i;
+    while (j < n && order(idx[i] as number, idx[j] as number) === 0) {
+      if ((list[idx[j] as number] as Endpoint).isLocal) local = idx[j];
+      j++;
+    }
+    if (local !== undefined) pick = local;
+    out.push(list[pick] as Endpoint);
+    i = j;
+  }
+  return out;
+}
+
+function checkEndpoint(ep: SliceEndpoint, addressType: IPFamily, nodeName: string, port: number): Endpoint | string {
   if (ep === null || typeof ep !== 'object') return 'endpoint is not an object';
   const text = Array.isArray(ep.addresses) ? ep.addresses[0] : undefined;
   // Addresses are fungible; kube-proxy (and we) use the first.
   if (typeof text !== 'string') return 'no address';
-  const ip = parseIP(text);
-  if (ip === undefined) return `invalid IP address ${JSON.stringify(text)}`;
-  if (ip.family !== addressType) return `${ip.family} address ${ip.address} in an ${addressType} slice`;
+  let address: string;
+  let family: IPFamily;
+  if (ipv4Value(text) >= 0) {
+    // a strict dotted quad is its own canonical form (parseIP's fast path, without the bytes)
+    address = text;
+    family = 'IPv4';
+  } else {
+    const ip = parseIP(text);
+    if (ip === undefined) return `invalid IP address ${JSON.stringify(text)}`;
+    address = ip.address;
+    family = ip.family;
+  }
+  if (family !== addressType) return `${family} address ${address} in an ${addressType} slice`;
   const c = ep.conditions ?? {};
-  const ready = c.ready === undefined || c.ready === null || c.ready;
   const epNode = typeof ep.nodeName === 'string' && ep.nodeName !== '' ? ep.nodeName : undefined;
   return {
-    sortKey: sortKeyOf(ip),
-    address: ip.address,
-    family: ip.family,
-    ready,
+    address,
+    family,
+    port,
+    ready: c.ready === undefined || c.ready === null || c.ready,
     serving: c.serving === undefined || c.serving === null || c.serving,
     terminating: c.terminating === true,
     nodeName: epNode,
@@ -193,22 +225,6 @@ function checkEndpoint(ep: SliceEndpoint, addressType: IPFamily, nodeName: strin
     zoneHints: hintNames(ep.hints?.forZones),
     nodeHints: hintNames(ep.hints?.forNodes),
     isLocal: nodeName !== '' && epNode === nodeName,
-  };
-}
-
-function toEndpoint(c: CheckedEndpoint, port: number): Endpoint {
-  return {
-    address: c.address,
-    family: c.family,
-    port,
-    ready: c.ready,
-    serving: c.serving,
-    terminating: c.terminating,
-    nodeName: c.nodeName,
-    zone: c.zone,
-    zoneHints: c.zoneHints,
-    nodeHints: c.nodeHints,
-    isLocal: c.isLocal,
   };
 }
 

@@ -1,8 +1,29 @@
 // The model stage's public surface.
 export * from './types.js';
 export * from './k8s-types.js';
-export { buildModel, buildModelParts, buildServiceModel, claimFrontends, claimKey, endpointsForScope, scopesDiffer } from './build-model.js';
-export type { ModelInput, ModelParts, ServiceModel, TrafficScope } from './build-model.js';
+export {
+  buildModel,
+  buildServiceModel,
+  claimFrontends,
+  claimKey,
+  collectModel,
+  endpointsForScope,
+  finishService,
+  planService,
+  scopesDiffer,
+  streamModel,
+} from './build-model.js';
+export type {
+  IndexedModelInput,
+  ModelInput,
+  ModelStream,
+  PlannedFrontend,
+  ServiceModel,
+  ServicePlan,
+  StreamedService,
+  StreamItem,
+  TrafficScope,
+} from './build-model.js';
 export { ServiceModels } from './service-models.js';
 export type { ChangedServices, ModelSummary, ServiceObjects } from './service-models.js';
 export { buildNodeInfo, PRIMARY_NODE_PORT_ADDRESSES } from './node-info.js';

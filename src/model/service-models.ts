@@ -1,13 +1,25 @@
 // The model kept per Service between syncs, so that a sync rebuilds only the
 // Services whose objects changed, as kube-proxy's change trackers let it:
 //   rebuild(input)          buildModel, and the cache refilled (a full sync);
+//   rebuildStream(input)    the same as a stream (streamModel): a full sync
+//                           compiles each Service as it is built;
 //   update(keys, objects)   buildServiceModel for each Service named, and the
 //                           ServicePorts of each, for compile to redo.
 // Frontends are claimed across Services (claimFrontends): a change that
 // involves a frontend another Service also claims cannot be settled one
 // Service at a time, so update() then returns undefined and the caller
 // rebuilds. Anything else gives the same ServicePorts buildModel would.
-import { buildModelParts, buildServiceModel, claimFrontends, claimKey, type ModelInput } from './build-model.js';
+import {
+  buildServiceModel,
+  claimFrontends,
+  claimKey,
+  collectModel,
+  streamModel,
+  type IndexedModelInput,
+  type ModelInput,
+  type ModelStream,
+  type StreamItem,
+} from './build-model.js';
 import { compareStrings } from './endpoint-slices.js';
 import type { EndpointSlice, Service } from './k8s-types.js';
 import type { HealthCheck, Model, ModelError, NodeInfo, ObjectRef, ServicePort, SkippedService } from './types.js';
@@ -59,37 +71,56 @@ export class ServiceModels {
   #node: NodeInfo | undefined;
   #generalErrors: readonly ModelError[] = [];
   readonly #services = new Map<string, CachedService>();
+  /** Services with some frontend in the model. */
+  #programmed = 0;
+  /** Keys of the Services with a skip, errors or a health check (what summary() lists). */
+  readonly #detailed = new Set<string>();
   /** claimKey → how many Services claim it. */
   readonly #claims = new Map<string, number>();
 
   /** buildModel(input), with every Service's part cached for update(). */
-  rebuild(input: ModelInput): Model {
-    const parts = buildModelParts(input);
-    const { model } = parts;
-    this.#node = model.node;
-    this.#generalErrors = parts.generalErrors;
+  rebuild(input: ModelInput | IndexedModelInput): Model {
+    return collectModel(this.rebuildStream(input));
+  }
+
+  /**
+   * streamModel(input), each Service cached for update() as the iteration
+   * reaches it (iterate it to the end: until then the cache is partial).
+   */
+  rebuildStream(input: ModelInput | IndexedModelInput): ModelStream {
+    const stream = streamModel(input);
+    const generalErrors: ModelError[] = [...stream.generalErrors];
+    this.#node = stream.node;
+    this.#generalErrors = generalErrors;
     this.#services.clear();
     this.#claims.clear();
-
-    const claimErrors = new Map<string, ModelError[]>();
-    for (const e of parts.claimErrors) {
-      const k = refKey(e.ref);
-      claimErrors.set(k, [...(claimErrors.get(k) ?? []), e]);
-    }
-    const programmed = new Set(model.servicePorts.map((sp) => refKey(sp.name)));
-    for (const m of parts.services) {
-      const key = refKey(m.ref);
-      const claims = distinctClaims(m.servicePorts);
-      for (const c of claims) this.#claims.set(c, (this.#claims.get(c) ?? 0) + 1);
-      this.#services.set(key, {
-        claims,
-        errors: [...m.errors, ...(claimErrors.get(key) ?? [])],
-        skipped: m.skipped,
-        healthCheck: m.healthCheck,
-        programmed: programmed.has(key),
-      });
-    }
-    return model;
+    this.#programmed = 0;
+    this.#detailed.clear();
+    const claims = this.#claims;
+    const put = (key: string, entry: CachedService): void => this.#put(key, entry);
+    return {
+      node: stream.node,
+      generalErrors: stream.generalErrors,
+      claimErrors: stream.claimErrors,
+      *[Symbol.iterator](): Generator<StreamItem> {
+        for (const item of stream) {
+          if ('duplicate' in item) {
+            generalErrors.push(item.duplicate);
+          } else {
+            const { model: m, servicePorts, claims: own, claimErrors } = item.service;
+            for (const c of own) claims.set(c, (claims.get(c) ?? 0) + 1);
+            put(refKey(m.ref), {
+              claims: own,
+              errors: claimErrors.length === 0 ? m.errors : [...m.errors, ...claimErrors],
+              skipped: m.skipped,
+              healthCheck: m.healthCheck,
+              programmed: servicePorts.length > 0,
+            });
+          }
+          yield item;
+        }
+      },
+    };
   }
 
   /**
@@ -134,14 +165,14 @@ export class ServiceModels {
     const changed = new Map<string, { ref: ObjectRef; servicePorts: readonly ServicePort[] }>();
     for (const { key, ref, m, claims } of rebuilt) {
       if (m === undefined) {
-        this.#services.delete(key);
+        this.#drop(key);
         changed.set(key, { ref, servicePorts: [] });
         continue;
       }
       // Uncontested: only the Service's own ports compete (an LB address that is also an external IP…).
       const claimErrors: ModelError[] = [];
       const servicePorts = claimFrontends([m], claimErrors);
-      this.#services.set(key, {
+      this.#put(key, {
         claims,
         errors: [...m.errors, ...claimErrors],
         skipped: m.skipped,
@@ -157,16 +188,33 @@ export class ServiceModels {
   summary(): ModelSummary {
     const node = this.#node;
     if (node === undefined) throw new Error('ServiceModels: no model yet (rebuild first)');
-    let services = 0;
     const skipped: SkippedService[] = [];
     const errors: ModelError[] = [...this.#generalErrors];
     const healthChecks: HealthCheck[] = [];
-    for (const s of this.#services.values()) {
-      if (s.programmed) services++;
+    // only the Services that have something to say, in model order (a sync of one Service reads no other)
+    const keys = [...this.#detailed].map(refOf).sort((a, b) => compareStrings(a.namespace, b.namespace) || compareStrings(a.name, b.name));
+    for (const ref of keys) {
+      const s = this.#services.get(refKey(ref)) as CachedService;
       if (s.skipped !== undefined) skipped.push(s.skipped);
       if (s.errors.length > 0) errors.push(...s.errors);
       if (s.healthCheck !== undefined) healthChecks.push(s.healthCheck);
     }
-    return { node, services, skipped, errors, healthChecks };
+    return { node, services: this.#programmed, skipped, errors, healthChecks };
+  }
+
+  /** Caches a Service's part, keeping the counts summary() reads up to date. */
+  #put(key: string, entry: CachedService): void {
+    if (this.#services.has(key)) this.#drop(key);
+    this.#services.set(key, entry);
+    if (entry.programmed) this.#programmed++;
+    if (entry.skipped !== undefined || entry.errors.length > 0 || entry.healthCheck !== undefined) this.#detailed.add(key);
+  }
+
+  #drop(key: string): void {
+    const old = this.#services.get(key);
+    if (old === undefined) return;
+    this.#services.delete(key);
+    if (old.programmed) this.#programmed--;
+    this.#detailed.delete(key);
   }
 }

@@ -13,6 +13,9 @@ import type {
 } from './types.js';
 
 export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800;
+
+/** The empty per-family map Services without external IPs, LB addresses or source ranges share (never written). */
+const NONE: Map<IPFamily, string[]> = new Map();
 export const MAX_AFFINITY_TIMEOUT_SECONDS = 86400;
 
 export interface ServicePortSpecChecked {
@@ -114,9 +117,11 @@ export function checkService(service: Service): CheckedService {
   if (rawPorts.length === 0) return skip('noPorts', 'no ports');
   const wantsNodePorts = type === 'NodePort' || type === 'LoadBalancer';
   const ports: ServicePortSpecChecked[] = [];
-  const names = new Set<string>();
-  const portProtos = new Set<string>();
-  const nodePortProtos = new Set<string>();
+  // duplicates only among several ports: no sets for the usual single one
+  const several = rawPorts.length > 1;
+  const names = several ? new Set<string>() : undefined;
+  const portProtos = several ? new Set<string>() : undefined;
+  const nodePortProtos = several ? new Set<string>() : undefined;
   rawPorts.forEach((p, index) => {
     const at = `spec.ports[${index}]`;
     if (p === null || typeof p !== 'object') return err(at, 'not an object');
@@ -127,23 +132,25 @@ export function checkService(service: Service): CheckedService {
     if (!isPort(p.port)) return err(`${at}.port`, `port ${JSON.stringify(p.port)} out of range 1-65535`);
     const targetPort = checkTargetPort(p.targetPort, p.port);
     if (targetPort === undefined) return err(`${at}.targetPort`, `invalid targetPort ${JSON.stringify(p.targetPort)} (1-65535 or a port name)`);
-    if (names.has(name)) {
+    if (names?.has(name) === true) {
       return err(`${at}.name`, name === '' ? 'more than one unnamed port' : `duplicate port name ${JSON.stringify(name)}`);
     }
-    const portProto = `${p.port}/${protocol}`;
-    if (portProtos.has(portProto)) return err(`${at}.port`, `duplicate port ${portProto}`);
-    names.add(name);
-    portProtos.add(portProto);
+    if (portProtos !== undefined) {
+      const portProto = `${p.port}/${protocol}`;
+      if (portProtos.has(portProto)) return err(`${at}.port`, `duplicate port ${portProto}`);
+      portProtos.add(portProto);
+    }
+    names?.add(name);
 
     let nodePort = 0;
     if (p.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
       const np = `${p.nodePort}/${protocol}`;
       if (!wantsNodePorts) err(`${at}.nodePort`, `nodePort may not be used with type ${type}; ignored`);
       else if (!isPort(p.nodePort)) err(`${at}.nodePort`, `nodePort ${JSON.stringify(p.nodePort)} out of range 1-65535; ignored`);
-      else if (nodePortProtos.has(np)) err(`${at}.nodePort`, `duplicate nodePort ${np}; ignored`);
+      else if (nodePortProtos?.has(np) === true) err(`${at}.nodePort`, `duplicate nodePort ${np}; ignored`);
       else {
         nodePort = p.nodePort;
-        nodePortProtos.add(np);
+        nodePortProtos?.add(np);
       }
     }
     ports.push({ index, name, protocol: protocol as Protocol, port: p.port, nodePort, targetPort });
@@ -151,7 +158,8 @@ export function checkService(service: Service): CheckedService {
   if (ports.length === 0) return skip('invalid', 'no valid ports');
 
   // ---- external addresses (only families with a cluster IP) ----
-  const externalIPs = new Map<IPFamily, string[]>();
+  // (a Service without any shares one empty map: most have none)
+  const externalIPs = Array.isArray(spec.externalIPs) && spec.externalIPs.length > 0 ? new Map<IPFamily, string[]>() : NONE;
   const addByFamily = (map: Map<IPFamily, string[]>, text: string, field: string, what: string): void => {
     const ip = parseIP(text);
     if (ip === undefined) return err(field, `invalid IP address ${JSON.stringify(text)}`);
@@ -165,8 +173,8 @@ export function checkService(service: Service): CheckedService {
   (Array.isArray(spec.externalIPs) ? spec.externalIPs : []).forEach((text, i) =>
     addByFamily(externalIPs, text, `spec.externalIPs[${i}]`, 'external IP'),
   );
-  const loadBalancerIPs = new Map<IPFamily, string[]>();
   const ingress = service.status?.loadBalancer?.ingress;
+  const loadBalancerIPs = Array.isArray(ingress) && ingress.length > 0 ? new Map<IPFamily, string[]>() : NONE;
   (Array.isArray(ingress) ? ingress : []).forEach((ing, i) => {
     if (!isNonEmptyString(ing?.ip)) return; // hostname-only ingress: nothing to program
     // ipMode Proxy: the load balancer proxies to the NodePort itself; routing its
@@ -174,7 +182,8 @@ export function checkService(service: Service): CheckedService {
     if (ing.ipMode !== undefined && ing.ipMode !== null && ing.ipMode !== 'VIP') return;
     addByFamily(loadBalancerIPs, ing.ip, `status.loadBalancer.ingress[${i}].ip`, 'load balancer IP');
   });
-  const loadBalancerSourceRanges = new Map<IPFamily, string[]>();
+  const loadBalancerSourceRanges =
+    Array.isArray(spec.loadBalancerSourceRanges) && spec.loadBalancerSourceRanges.length > 0 ? new Map<IPFamily, string[]>() : NONE;
   (Array.isArray(spec.loadBalancerSourceRanges) ? spec.loadBalancerSourceRanges : []).forEach((text, i) => {
     const cidr = typeof text === 'string' ? parseCIDR(text.trim()) : undefined;
     if (cidr === undefined) return err(`spec.loadBalancerSourceRanges[${i}]`, `invalid CIDR ${JSON.stringify(text)}; ignored`);

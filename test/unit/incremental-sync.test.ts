@@ -1,7 +1,8 @@
 // The incremental sync equals the full one: random sequences of Service,
 // EndpointSlice and Node changes, each synced twice — by the full pipeline
 // (buildModel → compile → diff over everything, the reference) and by the
-// incremental one as Agent.#sync composes it (ServiceModels.update →
+// incremental one as Agent.#sync composes it (ServiceModels.rebuildStream →
+// CompiledServices.compileStream from the store for a full sync; ServiceModels.update →
 // CompiledServices.compileChanged → diff of the changed Services' entries →
 // patchMaps; a full rebuild on the first sync, a Node change, a contested
 // frontend, and periodic syncs, which also collect quarantined backends).
@@ -192,9 +193,15 @@ class IncrementalSync {
     this.fullPending = false;
     let plan: SyncPlan;
     if (changed === undefined) {
-      const snapshot = this.store.snapshot();
-      const model = this.models.rebuild({ services: snapshot.services, endpointSlices: snapshot.endpointSlices, node: snapshot.node, nodeName: NODE_NAME });
-      plan = diff(this.state, this.compiled.compileAll(model, this.ids, { quarantine: heldBackends(this.state, Q) }).maps, Q);
+      // as the agent: a stream, each Service read from the store and compiled in turn
+      const stream = this.models.rebuildStream({
+        serviceKeys: this.store.keys('Service'),
+        service: (k) => this.store.get('Service', k),
+        endpointSlicesFor: (k) => this.store.endpointSlicesFor(k),
+        node: this.store.get('Node', NODE_NAME),
+        nodeName: NODE_NAME,
+      });
+      plan = diff(this.state, this.compiled.compileStream(stream, this.ids, { quarantine: heldBackends(this.state, Q) }).maps, Q);
     } else {
       this.partial++;
       const { previous, next } = this.compiled.compileChanged(changed, this.ids, this.state, Q);
