@@ -54,6 +54,7 @@ interface Instance {
   readonly ref: ObjectRef;
   readonly nodePort: number;
   localEndpoints: number;
+  localEndpointsByFamily: HealthCheck['localEndpointsByFamily'];
   readonly listeners: OpenListener[];
 }
 
@@ -132,6 +133,7 @@ export class HealthCheckServers {
       const existing = this.#instances.get(key);
       if (existing !== undefined) {
         existing.localEndpoints = hc.localEndpoints;
+        existing.localEndpointsByFamily = hc.localEndpointsByFamily;
         continue;
       }
       const opened = await this.#open(hc);
@@ -164,7 +166,7 @@ export class HealthCheckServers {
   }
 
   async #open(hc: HealthCheck): Promise<{ instance: Instance } | { error: HealthCheckListenError }> {
-    const instance: Instance = { ref: hc.ref, nodePort: hc.nodePort, localEndpoints: hc.localEndpoints, listeners: [] };
+    const instance: Instance = { ref: hc.ref, nodePort: hc.nodePort, localEndpoints: hc.localEndpoints, localEndpointsByFamily: hc.localEndpointsByFamily, listeners: [] };
     for (const host of this.#bindAddresses) {
       const result = await listenHttp(
         { host, port: hc.nodePort },
@@ -182,9 +184,11 @@ export class HealthCheckServers {
     return { instance };
   }
 
-  #answer(instance: Instance, _req: IncomingMessage, res: ServerResponse): void {
+  #answer(instance: Instance, req: IncomingMessage, res: ServerResponse): void {
     const proxyHealthy = this.#isProxyHealthy();
-    const count = instance.localEndpoints;
+    const count = instance.localEndpointsByFamily === undefined
+      ? instance.localEndpoints
+      : instance.localEndpointsByFamily[arrivedOverIPv6(req) ? 'IPv6' : 'IPv4'];
     // kube-proxy's body, byte for byte (tab-indented JSON).
     const body = JSON.stringify(
       {
@@ -201,6 +205,12 @@ export class HealthCheckServers {
     res.setHeader('Content-Length', Buffer.byteLength(body));
     res.end(body);
   }
+}
+
+/** True when the probe came in over IPv6 (an IPv4-mapped address on a dual-stack socket is IPv4). */
+function arrivedOverIPv6(req: IncomingMessage): boolean {
+  const local = req.socket.localAddress ?? '';
+  return local.includes(':') && !local.toLowerCase().startsWith('::ffff:');
 }
 
 function refText(ref: ObjectRef): string {

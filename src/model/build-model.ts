@@ -158,15 +158,17 @@ export function finishService(
   const collected = collectEndpoints(sorted, { ref: svc.ref, ports: new Set(svc.ports.map((p) => portKey(p.name, p.protocol))) }, node.name);
   errors.push(...collected.errors);
 
-  // kube-proxy's health-check count: distinct local ready addresses over every port and family
-  let localReadyAddresses: Set<string> | undefined;
+  // kube-proxy's health-check count: distinct local ready addresses over every port, per family
+  // (one health server per family there).
+  let localReady: Map<IPFamily, Set<string>> | undefined;
   if (svc.healthCheckNodePort !== 0) {
-    localReadyAddresses = new Set();
-    for (const p of svc.ports) {
-      const byFamily = collected.byPort.get(portKey(p.name, p.protocol));
-      for (const family of svc.clusterIPs.keys()) {
-        for (const ep of byFamily?.get(family) ?? []) if (ep.isLocal && ep.ready) localReadyAddresses.add(ep.address);
+    localReady = new Map();
+    for (const family of svc.clusterIPs.keys()) {
+      const addresses = new Set<string>();
+      for (const p of svc.ports) {
+        for (const ep of collected.byPort.get(portKey(p.name, p.protocol))?.get(family) ?? []) if (ep.isLocal && ep.ready) addresses.add(ep.address);
       }
+      localReady.set(family, addresses);
     }
   }
 
@@ -194,8 +196,17 @@ export function finishService(
     });
   });
 
-  const healthCheck: HealthCheck | undefined =
-    localReadyAddresses === undefined ? undefined : { ref: svc.ref, nodePort: svc.healthCheckNodePort, localEndpoints: localReadyAddresses.size };
+  let healthCheck: HealthCheck | undefined;
+  if (localReady !== undefined) {
+    const v4 = localReady.get('IPv4')?.size ?? 0;
+    const v6 = localReady.get('IPv6')?.size ?? 0;
+    healthCheck = {
+      ref: svc.ref,
+      nodePort: svc.healthCheckNodePort,
+      localEndpoints: Math.max(v4, v6),
+      ...(localReady.size === 2 ? { localEndpointsByFamily: { IPv4: v4, IPv6: v6 } } : {}),
+    };
+  }
   return { ref: svc.ref, servicePorts, skipped: undefined, errors, healthCheck };
 }
 

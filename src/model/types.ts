@@ -149,8 +149,14 @@ export interface ModelError {
 export interface HealthCheck {
   readonly ref: ObjectRef;
   readonly nodePort: number;
-  /** Distinct local ready endpoint addresses over all the Service's ports (kube-proxy's count). */
+  /** Distinct local ready endpoint addresses over all the Service's ports: the larger of the per-family counts. */
   readonly localEndpoints: number;
+  /**
+   * The same count per address family, for a dual-stack Service: kube-proxy runs one health
+   * server per family (pkg/proxy/healthcheck), each counting its own family's endpoints, so a
+   * probe is answered with the count of the family it arrived on. Undefined for one family.
+   */
+  readonly localEndpointsByFamily?: Readonly<Record<IPFamily, number>> | undefined;
 }
 
 /** The facts about this node the model used. */

@@ -14,7 +14,7 @@ afterEach(async () => {
   for (const b of blockers.splice(0)) await new Promise((r) => b.close(r));
 });
 
-function make(options: { isProxyHealthy?: () => boolean } = {}): HealthCheckServers {
+function make(options: { isProxyHealthy?: () => boolean; bindAddresses?: string[] } = {}): HealthCheckServers {
   const s = new HealthCheckServers({ bindAddresses: ['127.0.0.1'], ...options });
   servers.push(s);
   return s;
@@ -50,6 +50,18 @@ async function refused(p: number): Promise<boolean> {
 }
 
 describe('HealthCheckServers', () => {
+  it('a dual-stack Service answers each probe with the count of the family it arrived on (kube-proxy: one server per family)', async () => {
+    const s = make({ bindAddresses: ['127.0.0.1', '::1'] });
+    const p = await port();
+    await s.sync([{ ...hc('dual', p, 2), localEndpointsByFamily: { IPv4: 0, IPv6: 2 } }]);
+    const v4 = await fetch(`http://127.0.0.1:${p}/`);
+    expect(v4.status).toBe(503);
+    expect(JSON.parse(await v4.text())).toMatchObject({ localEndpoints: 0 });
+    const v6 = await fetch(`http://[::1]:${p}/`);
+    expect(v6.status).toBe(200);
+    expect(JSON.parse(await v6.text())).toMatchObject({ localEndpoints: 2 });
+  });
+
   it('answers 200 with kube-proxy\'s body while there are local endpoints', async () => {
     const s = make();
     const p = await port();

@@ -366,6 +366,33 @@ describe('Service settings carried on each frontend', () => {
   });
 });
 
+it('health check of a dual-stack Service: counted per family, as kube-proxy\'s one server per family (one dual-stack pod is 1 on each)', () => {
+  const local = svc('dual', {
+    type: 'LoadBalancer',
+    clusterIP: '198.19.0.12',
+    clusterIPs: ['198.19.0.12', '2001:2:0:ff::12'],
+    ipFamilies: ['IPv4', 'IPv6'],
+    externalTrafficPolicy: 'Local',
+    healthCheckNodePort: 32002,
+    ports: [{ ...http, nodePort: 30082 }],
+  });
+  const slice = (name: string, addressType: 'IPv4' | 'IPv6', addresses: string[]): EndpointSlice => ({
+    metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': 'dual' } },
+    addressType,
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: addresses.map((a) => ({ addresses: [a], nodeName: 'node-a', conditions: { ready: true } })),
+  });
+  const m = build([local], {
+    endpointSlices: [slice('dual-4', 'IPv4', ['198.18.16.1']), slice('dual-6', 'IPv6', ['2001:2:0:16::1', '2001:2:0:16::2'])],
+  });
+  expect(m.healthChecks).toEqual([{
+    ref: { kind: 'Service', namespace: 'default', name: 'dual' },
+    nodePort: 32002,
+    localEndpoints: 2,
+    localEndpointsByFamily: { IPv4: 1, IPv6: 2 },
+  }]);
+});
+
 describe('bad input: reported with namespace/name and field, other Services unaffected', () => {
   const good = svc('good', { type: 'NodePort', clusterIP: '198.19.0.20', ports: [{ ...http, nodePort: 30090 }] }, { namespace: 'ok' });
   const goodSlice: EndpointSlice = {

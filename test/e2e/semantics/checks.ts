@@ -733,7 +733,6 @@ export const POLICY_CHECKS: readonly Check[] = [
     title: 'the health-check node port counts local endpoints per address family, as kube-proxy (one dual-stack pod: 1 on IPv4 and on IPv6)',
     run: healthCheckCountPerFamily,
     timeoutMs: 60_000,
-    waitsOn: 'issue 4: the model counts distinct local addresses over both families (src/model HealthCheck.localEndpoints), so one dual-stack pod reads 2',
   },
   { title: 'internalTrafficPolicy Local: a pod reaches only its own node\'s endpoints; with none local its packets are dropped (as kube-proxy)', run: internalTrafficPolicyLocal, timeoutMs: 90_000 },
   { title: `a Service scaled from 1 to ${SCALE_TO} pods and back under continuous requests: no failed request`, run: scaleUnderLoad, timeoutMs: 300_000 },
