@@ -488,7 +488,7 @@ describe('endpoint selection per Service port', () => {
     });
   });
 
-  it('health check count: distinct local ready addresses over all ports and families', () => {
+  it('health check count: distinct local ready addresses over all ports, per family (kube-proxy runs one health server per family)', () => {
     const m = build(
       [
         svc({
@@ -507,7 +507,12 @@ describe('endpoint selection per Service port', () => {
         slice('web-v6', 'IPv6', [['http', 8080]], [ep('2001:2:0:10::1', { node: 'node-a' })]),
       ],
     );
-    expect(m.healthChecks).toEqual([{ ref: { kind: 'Service', namespace: 'default', name: 'web' }, nodePort: 32000, localEndpoints: 2 }]);
+    expect(m.healthChecks).toEqual([{
+      ref: { kind: 'Service', namespace: 'default', name: 'web' },
+      nodePort: 32000,
+      localEndpoints: 1,
+      localEndpointsByFamily: { IPv4: 1, IPv6: 1 },
+    }]);
     expect(port(m, 'nodePort').localReadyEndpoints).toBe(1);
   });
 });
