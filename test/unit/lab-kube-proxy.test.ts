@@ -55,6 +55,7 @@ describe('netns relay', () => {
     expect(parseEndpoint('tcp:127.0.0.1:6443')).toEqual({ host: '127.0.0.1', port: 6443 });
     expect(parseEndpoint('unix:/run/x.sock')).toEqual({ unix: '/run/x.sock' });
     expect(parseForward('unix:/run/a.sock=tcp:127.18.0.1:80')).toEqual({ listen: { unix: '/run/a.sock' }, target: { host: '127.18.0.1', port: 80 } });
+    // Refused strings only: parseEndpoint never connects, so 10.0.0.1 here is data, never a packet.
     for (const bad of ['tcp:198.18.0.1:80', 'tcp:10.0.0.1:80', 'tcp:0.0.0.0:80', 'tcp:[::1]:80', 'tcp:127.0.0.1:0', 'tcp:127.0.0.1:70000', 'unix:relative.sock', `unix:/${'x'.repeat(120)}`, 'http://127.0.0.1']) {
       expect(() => parseEndpoint(bad), bad).toThrow();
     }
