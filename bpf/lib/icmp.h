@@ -417,6 +417,8 @@ static __always_inline int icmp6_rewrite(struct __sk_buff *skb, __u32 icmp_csum,
 		if (bpf_l4_csum_replace(skb, icmp_csum, 0, (__u32)diff,
 					pseudo ? BPF_F_PSEUDO_HDR : 0))
 			return -DROP_CSUM;
+		if (pseudo)
+			nat6_complete_fixup(skb, (__u32)diff); /* lib/nat.h */
 	}
 	if (port_off && old_port != port) {
 		if (bpf_skb_store_bytes(skb, port_off, &port, sizeof(port), 0))

@@ -11,6 +11,13 @@
  * BPF_PROG_TEST_RUN gives) the field is updated exactly; CHECKSUM_COMPLETE
  * keeps skb->csum in step. Folding address and port into one diff would be
  * wrong for CHECKSUM_PARTIAL, hence one call each.
+ *
+ * IPv6 and CHECKSUM_COMPLETE: with BPF_F_PSEUDO_HDR the helper also takes the
+ * address difference off skb->csum, which is right for IPv4 (the header
+ * checksum absorbed the address change, the L4 field's change is left) and
+ * wrong for IPv6 (no header checksum: address and L4 field changes cancel).
+ * Kernel 6.16 added BPF_F_IPV6 for this; older kernels refuse that flag, so
+ * the IPv6 paths put the difference back themselves (nat6_complete_fixup()).
  */
 #ifndef STRAIT_NAT_H
 #define STRAIT_NAT_H
@@ -24,9 +31,37 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 #include "abi.h"
 #include "metrics.h"
 #include "parse.h"
+
+#define SKB_CHECKSUM_COMPLETE 2
+#define SKB_CHECKSUM_PARTIAL  3
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* The one field of the kernel's sk_buff we read; CO-RE finds it. */
+struct sk_buff___strait {
+	__u8 ip_summed : 2;
+} __attribute__((preserve_access_index));
+
+/* skb->ip_summed (CHECKSUM_*), which __sk_buff does not show:
+ * bpf_cast_to_kern_ctx() (kernel 6.2) costs nothing once verified. */
+static __always_inline __u32 skb_ip_summed(struct __sk_buff *skb)
+{
+	struct sk_buff___strait *k = bpf_cast_to_kern_ctx(skb);
+
+	return BPF_CORE_READ_BITFIELD(k, ip_summed);
+}
+
+/* After a BPF_F_PSEUDO_HDR update of an IPv6 L4 checksum by @diff: undo
+ * what the helper did to a CHECKSUM_COMPLETE skb->csum (see the top). */
+static __always_inline void nat6_complete_fixup(struct __sk_buff *skb, __u32 diff)
+{
+	if (skb_ip_summed(skb) == SKB_CHECKSUM_COMPLETE)
+		bpf_csum_update(skb, diff);
+}
 
 #define NAT_DST 0 /* ingress DNAT: daddr / dport */
 #define NAT_SRC 1 /* egress reverse NAT: saddr / sport */
@@ -165,9 +200,11 @@ static __always_inline int nat6_rewrite(struct __sk_buff *skb, const struct pkt 
 		if (ret != CONTINUE)
 			return ret;
 		/* Size 0: apply the precomputed diff. */
-		if (nat_l4_csum(p, &csum_off, &flags) &&
-		    bpf_l4_csum_replace(skb, csum_off, 0, (__u32)diff, flags | BPF_F_PSEUDO_HDR))
-			return -DROP_CSUM;
+		if (nat_l4_csum(p, &csum_off, &flags)) {
+			if (bpf_l4_csum_replace(skb, csum_off, 0, (__u32)diff, flags | BPF_F_PSEUDO_HDR))
+				return -DROP_CSUM;
+			nat6_complete_fixup(skb, (__u32)diff);
+		}
 	}
 	return nat_port(skb, p, side, old_port, port);
 }
