@@ -590,9 +590,81 @@ struct xdp_flow {
 	__u16 max_len;     /* largest inner L3 length that fits the route MTU encapsulated */
 	__u16 ct_flags;    /* the conntrack entry's flags when cached */
 	__u8 tcp_seen;     /* and its tcp_flags */
-	__u8 pad[3];
+	__u8 epoch[3];     /* flow_epoch's low 24 bits (little-endian) when the slow path began */
 	__u8 hdr[XDP_FLOW_HDR_MAX]; /* Ethernet + outer IP header */
 };
 _Static_assert(sizeof(struct xdp_flow) == 88, "xdp_flow size");
+
+/* ---- xdp_flow_cache: the XDP established fast path's first level (lib/xdp.h) ----
+ * A per-CPU direct-mapped array of XDP_FLOW_CACHE_SLOTS slots, indexed by a
+ * hash of the packet's tuple and ingress device: an established DSR flow's
+ * encapsulation (as in xdp_flow), with the tuple it was made for (compared in
+ * full) and the flow_epoch it was made under. Probed before the frontend
+ * lookup; xdp_flow{4,6} stay behind it (collisions, a flow moving to another
+ * CPU). Derived state only: any slot may be lost at any time. */
+#define XDP_FLOW_CACHE_BITS  12
+#define XDP_FLOW_CACHE_SLOTS (1U << XDP_FLOW_CACHE_BITS)
+
+struct xdp_flow_slot {
+	/* key: the packet as it arrives (IPv4 in the first word, the rest zero) */
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;       /* PKT_IPV4 / PKT_IPV6; 0: never filled */
+	__u8 tcp_seen;     /* the conntrack entry's tcp_flags when cached */
+	__u8 pad;
+	__u32 iif;         /* ingress device (part of the key) */
+	__u32 epoch;       /* flow_epoch (its low 32 bits) when the slow path began */
+	__u16 ct_flags;    /* the conntrack entry's flags when cached */
+	__u16 max_len;     /* largest inner L3 length that fits the route MTU encapsulated */
+	__u32 ifindex;     /* egress device */
+	__u32 csum;        /* IPv4: folded sum of hdr's outer header (tot_len, tos, check 0) */
+	__u32 pad2;
+	__u64 valid_until; /* bpf_jiffies64() clock (lib/xdp.h): a miss from then on */
+	__u8 hdr[XDP_FLOW_HDR_MAX]; /* Ethernet + outer IP header, 8-byte aligned */
+};
+_Static_assert(sizeof(struct xdp_flow_slot) == 128, "xdp_flow_slot size");
+
+/* ---- flow_cache, flow_epoch: the tc established fast path (lib/flowcache.h) ----
+ * flow_cache is a per-CPU array of FLOW_CACHE_SLOTS slots, indexed by a hash
+ * of the packet's tuple and hook: an established flow's rewrite, ready to
+ * apply. flow_epoch (array, one entry) is the agent's: it bumps `epoch`
+ * after every change to the Service maps, and a slot cached under another
+ * epoch is a miss. Derived state only: any slot may be lost at any time. */
+#define FLOW_CACHE_BITS  12
+#define FLOW_CACHE_SLOTS (1U << FLOW_CACHE_BITS)
+
+#define FLOW_HOOK_NONE       0 /* empty slot */
+#define FLOW_HOOK_TC_INGRESS 1 /* DNAT of the SERVICE direction */
+#define FLOW_HOOK_TC_EGRESS  2 /* reverse NAT of the REPLY direction */
+
+struct flow_epoch {
+	__u64 epoch;
+};
+_Static_assert(sizeof(struct flow_epoch) == 8, "flow_epoch size");
+
+struct flow_cache_entry {
+	/* key: the packet as it arrives at the hook */
+	__u32 saddr[4];    /* IPv4 in the first word, the rest zero */
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 hook;         /* FLOW_HOOK_* */
+	__u8 family;       /* PKT_IPV4 / PKT_IPV6 */
+	__u8 tcp_seen;     /* the conntrack entry's tcp_flags when cached */
+	__u32 ifindex;
+	__u16 ct_flags;    /* and its flags */
+	__be16 port;       /* the rewrite: new dport (ingress) or sport (egress) */
+	__u32 addr[4];     /* new daddr (ingress) or saddr (egress) */
+	__u32 addr_diff;   /* 32-bit partial sum: ~old + new address words */
+	__u32 port_diff;   /* ~old + new port, as 16-bit words in memory */
+	__u32 epoch;       /* flow_epoch (its low 32 bits) when the full path began */
+	__u8 pad[4];
+	__u64 valid_until; /* ct_now() clock: the slow path runs again after this */
+};
+_Static_assert(sizeof(struct flow_cache_entry) == 88, "flow_cache_entry size");
 
 #endif /* STRAIT_ABI_H */

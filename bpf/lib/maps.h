@@ -172,6 +172,15 @@ struct {
 	__uint(max_entries, DEFAULT_XDP_FLOW_MAX);
 } xdp_flow6 SEC(".maps");
 
+/* XDP established fast path, first level (lib/xdp.h, abi.h): per-CPU
+ * direct-mapped, 128 bytes a slot (512 KiB per CPU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xdp_flow_slot);
+	__uint(max_entries, XDP_FLOW_CACHE_SLOTS);
+} xdp_flow_cache SEC(".maps");
+
 /* Socket LB reverse translation of unconnected UDP (lib/sock.h). LRU: an
  * entry is only needed while its socket lives, and nothing tells the map
  * when a socket closes; sendmsg() rewrites a missing one at the next
@@ -276,5 +285,21 @@ struct {
 	__type(value, struct icmp_bucket);
 	__uint(max_entries, 1);
 } icmp_ratelimit SEC(".maps");
+
+/* tc established fast path (lib/flowcache.h, abi.h): per-CPU direct-mapped
+ * rewrite cache, and the agent's invalidation epoch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow_cache_entry);
+	__uint(max_entries, FLOW_CACHE_SLOTS);
+} flow_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow_epoch);
+	__uint(max_entries, 1);
+} flow_epoch SEC(".maps");
 
 #endif /* STRAIT_MAPS_H */

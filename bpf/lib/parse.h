@@ -96,6 +96,7 @@ struct pkt {
 	__u8 pad;
 	union strait_addr saddr;
 	union strait_addr daddr;
+	__u32 flow_epoch; /* lib/flowcache.h: flow_epoch as read before any lookup */
 };
 
 /* The skb names of ctx.h's ctx_data()/ctx_data_end(), for the tc-only headers. */

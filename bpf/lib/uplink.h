@@ -39,6 +39,7 @@
 #include <bpf/bpf_helpers.h>
 #include "abi.h"
 #include "conntrack.h"
+#include "flowcache.h"
 #include "frag.h"
 #include "icmp.h"
 #include "lb.h"
@@ -163,10 +164,15 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, struct pkt *p)
 	struct lb4_backend *be;
 	struct ct_entry entry;
 	struct ct_entry *e;
+	int established = 0;
 	__u32 backend_id;
 	__u16 remote;
 	__u64 now;
 	int ret;
+
+	/* An established flow's packet: its cached rewrite (lib/flowcache.h). */
+	if (flow_cache_try(skb, p, FLOW_HOOK_TC_INGRESS))
+		return REASON_SERVICE_DNAT;
 
 	if (p->flags & PKT_F_FRAG_LATER)
 		return frag_follow(skb, p, FRAG_REWRITE_DADDR);
@@ -225,6 +231,7 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, struct pkt *p)
 					ct4_follow(&rkey, e);
 				}
 			}
+			established = 1;
 			goto xlate;
 		}
 		/* The backend is gone (endpoint removed): choose again, so
@@ -295,6 +302,8 @@ xlate:
 	ret = nat4_rewrite(skb, p, NAT_DST, be->addr, be->port);
 	if (ret != CONTINUE)
 		return ret;
+	if (established)
+		flow_cache_fill(skb, p, PKT_IPV4, FLOW_HOOK_TC_INGRESS, e, &be->addr, be->port, now);
 	return reason;
 }
 
@@ -306,6 +315,10 @@ static __always_inline int lb4_egress(struct __sk_buff *skb, struct pkt *p)
 	struct ct_entry *e;
 	__u64 now;
 	int ret;
+
+	/* A tracked reply: its cached rewrite (lib/flowcache.h). */
+	if (flow_cache_try(skb, p, FLOW_HOOK_TC_EGRESS))
+		return REASON_REVNAT;
 
 	if (p->flags & PKT_F_FRAG_LATER)
 		return frag_follow(skb, p, FRAG_REWRITE_SADDR);
@@ -354,6 +367,7 @@ static __always_inline int lb4_egress(struct __sk_buff *skb, struct pkt *p)
 	ret = nat4_rewrite(skb, p, NAT_SRC, rn->addr, rn->port);
 	if (ret != CONTINUE)
 		return ret;
+	flow_cache_fill(skb, p, PKT_IPV4, FLOW_HOOK_TC_EGRESS, e, &rn->addr, rn->port, now);
 	return REASON_REVNAT;
 }
 
@@ -414,10 +428,15 @@ static __always_inline int lb6_ingress(struct __sk_buff *skb, struct pkt *p)
 	struct lb6_backend *be;
 	struct ct_entry entry;
 	struct ct_entry *e;
+	int established = 0;
 	__u32 backend_id;
 	__u16 remote;
 	__u64 now;
 	int ret;
+
+	/* An established flow's packet: its cached rewrite (lib/flowcache.h). */
+	if (flow_cache_try(skb, p, FLOW_HOOK_TC_INGRESS))
+		return REASON_SERVICE_DNAT;
 
 	if (p->flags & PKT_F_FRAG_LATER)
 		return frag_follow(skb, p, FRAG_REWRITE_DADDR);
@@ -470,6 +489,7 @@ static __always_inline int lb6_ingress(struct __sk_buff *skb, struct pkt *p)
 					ct6_follow(&rkey, e);
 				}
 			}
+			established = 1;
 			goto xlate;
 		}
 	}
@@ -532,6 +552,8 @@ xlate:
 	ret = nat6_rewrite(skb, p, NAT_DST, be->addr, be->port);
 	if (ret != CONTINUE)
 		return ret;
+	if (established)
+		flow_cache_fill(skb, p, PKT_IPV6, FLOW_HOOK_TC_INGRESS, e, be->addr, be->port, now);
 	return reason;
 }
 
@@ -543,6 +565,10 @@ static __always_inline int lb6_egress(struct __sk_buff *skb, struct pkt *p)
 	struct ct_entry *e;
 	__u64 now;
 	int ret;
+
+	/* A tracked reply: its cached rewrite (lib/flowcache.h). */
+	if (flow_cache_try(skb, p, FLOW_HOOK_TC_EGRESS))
+		return REASON_REVNAT;
 
 	if (p->flags & PKT_F_FRAG_LATER)
 		return frag_follow(skb, p, FRAG_REWRITE_SADDR);
@@ -590,6 +616,7 @@ static __always_inline int lb6_egress(struct __sk_buff *skb, struct pkt *p)
 	ret = nat6_rewrite(skb, p, NAT_SRC, rn->addr, rn->port);
 	if (ret != CONTINUE)
 		return ret;
+	flow_cache_fill(skb, p, PKT_IPV6, FLOW_HOOK_TC_EGRESS, e, rn->addr, rn->port, now);
 	return REASON_REVNAT;
 }
 

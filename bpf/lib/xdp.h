@@ -25,13 +25,16 @@
  * entry for a flow it sends itself, and only joins flows already flagged
  * CT_F_DSR; a flow tc tracks without the flag stays with tc.
  *
- * Speed (issue 6): an established packet costs the frontend lookup and one
- * flow-cache lookup (xdp_flow{4,6}: the encapsulation ready to push, the
- * outer IPv4 checksum from a precomputed sum); conntrack, backend and the
- * route (xdp_nexthop instead of bpf_fib_lookup() per packet) are the slow
- * path's. What each cache may miss, and for how long, is said at "caches"
- * below. tc keeps no cache: it reads conntrack and routes every packet, so
- * a flow is sent to the same backend whichever of the two sees it.
+ * Speed (issue 6): an established packet costs one per-CPU slot read
+ * (xdp_flow_cache: the encapsulation ready to push, the outer IPv4 checksum
+ * from a precomputed sum), before any frontend lookup; behind it the shared
+ * xdp_flow{4,6} LRU (collisions, flows that moved CPU). Frontend, conntrack,
+ * backend and the route (xdp_nexthop instead of bpf_fib_lookup() per packet)
+ * are the slow path's. What each cache may miss, and for how long, is said
+ * at "caches" below. Both levels hold only what the slow path found in
+ * conntrack, which tc reads for every DSR packet (its own flow cache,
+ * lib/flowcache.h, takes no DSR flows), so a flow is sent to the same
+ * backend whichever of the two sees it.
  */
 #ifndef STRAIT_XDP_H
 #define STRAIT_XDP_H
@@ -146,23 +149,40 @@ static __always_inline void xdp_bench_restore(struct xdp_md *ctx, const struct e
 
 /* ---------------------------------------------------------------- caches
  *
- * The established path is one frontend lookup and one xdp_flow{4,6} lookup
- * (Katran's LRU flow cache): the flow's encapsulation, Ethernet and outer
- * header included, ready to push. Everything else — conntrack, backend,
- * route — is the slow path, which runs for a flow's first packets, for any
- * packet the cached state does not cover, and once the entry's valid_until
- * has passed, and which refills the entry.
+ * The established path is two levels of the same thing, the flow's
+ * encapsulation (Ethernet and outer header) ready to push:
+ *  1. xdp_flow_cache, per CPU, direct-mapped: slot = hash of the tuple and
+ *     ingress device; the slot holds the tuple it was made for, compared in
+ *     full (a collision is a miss, never another flow's header). One array
+ *     read, no key to build, no hash lookup: probed before the frontend.
+ *  2. xdp_flow4/6 (Katran's LRU flow cache, shared by the CPUs, keyed like
+ *     the conntrack SERVICE entry): for the flows level 1 lost to a
+ *     collision, and a flow's first packets on another CPU. A hit refills
+ *     the packet's slot. Looked up after the frontend, as before level 1
+ *     existed: a packet to no Service (most of a node's traffic) pays the
+ *     slot read and the frontend lookup, not a hash lookup more.
+ * Everything else — frontend, conntrack, backend, route — is the slow path,
+ * which runs for a flow's first packets, for any packet the cached state
+ * does not cover, and once valid_until has passed, and which fills both.
  *
- * Staleness, and why it is bounded and safe:
+ * Staleness, and why it is bounded and safe (both levels, same checks):
+ *  - the maps: each entry carries flow_epoch as read before the slow path's
+ *    first lookup; the agent bumps it after every change to the Service
+ *    maps and every conntrack flush (Dataplane.bumpFlowEpoch()), and an
+ *    entry of another epoch is a miss. So a removed Service, a narrowed
+ *    loadBalancerSourceRanges, a removed backend or a cleared DSR flag
+ *    reaches cached flows with the very next packet, without a frontend
+ *    lookup per packet. (xdp_flow keeps the epoch's low 24 bits, all its
+ *    padding had: equal low bits after a bump would take 2^24 bumps, each a
+ *    syscall, within the entry's one second.)
  *  - conntrack: valid_until is at most the point where ct_touch() would next
  *    write the entry (deadline moving by > CT_REFRESH_NS) and never past
  *    the entry's deadline; packets whose TCP flags ct_touch() would record
  *    (SYN, FIN, RST, a flag not seen yet, a state change) take the slow
  *    path. So skipping the conntrack lookup changes no conntrack state.
- *  - frontend, loadBalancerSourceRanges, DSR flag: checked per packet, as
- *    before (a removed Service or a narrowed range acts at once).
- *  - backend: a backend the agent removed is noticed within
- *    XDP_FLOW_TTL_NS (then tc chooses again, as before);
+ *  - the packet: per packet, not cached: a candidate (TCP/UDP with ports,
+ *    not a fragment), a plain IPv6 header, the same ingress device, a
+ *    length that fits the route MTU encapsulated.
  *  - route and neighbour (xdp_nexthop, shared by every flow to one backend
  *    through one ingress device): looked up with bpf_fib_lookup() again
  *    after XDP_NH_TTL_NS, and a flow's entry never outlives its next hop's.
@@ -177,17 +197,180 @@ static __always_inline void xdp_bench_restore(struct xdp_md *ctx, const struct e
 #define XDP_NH_TTL_NS   NSEC_PER_SEC
 #define XDP_FLOW_TTL_NS NSEC_PER_SEC
 
-/* Does the cached state of flow @f cover a packet with TCP flags @tf, i.e.
- * would ct_touch() record nothing new for it? */
-static __always_inline int xdp_flow_covers(const struct xdp_flow *f, __u8 proto, __u8 tf)
+/* Does cached conntrack state (@ct_flags, @tcp_seen) cover a packet with
+ * TCP flags @tf, i.e. would ct_touch() record nothing new for it? */
+static __always_inline int xdp_covers(__u16 ct_flags, __u8 tcp_seen, __u8 proto, __u8 tf)
 {
 	if (proto != IPPROTO_TCP)
 		return 1;
 	if (tf & (TCP_SYN | TCP_FIN | TCP_RST))
 		return 0;
-	if ((__u8)(f->tcp_seen | tf) != f->tcp_seen)
+	if ((__u8)(tcp_seen | tf) != tcp_seen)
 		return 0;
-	return ct_tcp_flags(f->ct_flags, tf) == f->ct_flags;
+	return ct_tcp_flags(ct_flags, tf) == ct_flags;
+}
+
+/* flow_epoch's low 32 bits, read before any lookup of the packet's. */
+static __always_inline __u32 xdp_epoch_now(void)
+{
+	__u32 zero = 0;
+	struct flow_epoch *ep = bpf_map_lookup_elem(&flow_epoch, &zero);
+
+	return ep ? (__u32)ep->epoch : 0;
+}
+
+static __always_inline void xdp_flow_set_epoch(struct xdp_flow *f, __u32 epoch)
+{
+	f->epoch[0] = epoch;
+	f->epoch[1] = epoch >> 8;
+	f->epoch[2] = epoch >> 16;
+}
+
+/* Is LRU entry @f (looked up by @p's key) valid for @p at @now (ct_now())? */
+static __always_inline int xdp_flow_valid(const struct xdp_md *ctx, const struct pkt *p,
+					  const struct xdp_flow *f, __u64 now)
+{
+	__u32 epoch = f->epoch[0] | (__u32)f->epoch[1] << 8 | (__u32)f->epoch[2] << 16;
+
+	return epoch == (p->flow_epoch & 0xffffff) && f->iif == ctx->ingress_ifindex &&
+	       p->l3_len <= f->max_len && xdp_covers(f->ct_flags, f->tcp_seen, p->proto, p->tcp_flags) &&
+	       now < f->valid_until;
+}
+
+/* Slot index: the tuple's words folded, then mixed (as lib/flowcache.h; a
+ * collision costs a level-2 lookup, the node's seed keeps it unpredictable). */
+static __always_inline __u32 xdp_slot_index(const struct pkt *p, __u32 iif, int v6)
+{
+	__u32 s = p->saddr.w[0], d = p->daddr.w[0];
+	__u32 h = settings.hash_seed;
+
+	if (v6) {
+		s ^= p->saddr.w[1] ^ p->saddr.w[2] ^ p->saddr.w[3];
+		d ^= p->daddr.w[1] ^ p->daddr.w[2] ^ p->daddr.w[3];
+	}
+	h ^= s ^ ((d << 16) | (d >> 16));
+	h ^= ((__u32)p->sport << 16 | p->dport) * 0x85ebca6bU;
+	h ^= p->proto ^ (iif << 12);
+	h *= 0x9e3779b1U;
+	return h >> (32 - XDP_FLOW_CACHE_BITS);
+}
+
+/*
+ * Level 1's clock is jiffies: bpf_jiffies64() is inlined by the verifier
+ * (one load), where bpf_ktime_get_coarse_ns() is a helper call (measured:
+ * a hit took 93-97 ns with it, 81-85 with jiffies, bench/README.md). A
+ * slot's deadline in jiffies must end no later than its entry's valid_until
+ * in the ct_now() clock; the two advance together, one tick at a time (the
+ * tick code updates jiffies and the coarse clock in turn; an idle CPU
+ * catches both up at once). So the slot gets the whole ticks left before
+ * valid_until, less two: one for the moment between the two updates, one
+ * for the NTP adjustment of the coarse clock (at most 500 ppm: 0.5 ms of
+ * a second). The tick is taken to be the longest Linux has (HZ=100): a
+ * longer assumed tick only ends the slot sooner (on an HZ=1000 kernel a slot
+ * lives up to a tenth of its entry's second, and the LRU refills it). Not
+ * CONFIG_HZ through libbpf's __kconfig: libbpf refuses to load an object
+ * with a Kconfig extern, weak or not, when neither /boot/config-<release>
+ * nor /proc/config.gz can be read, as in an agent container on many hosts.
+ */
+#define XDP_SLOT_HZ 100
+
+/* The slot deadline for @valid_until; @jiffies must have been read before
+ * @now (ct_now()): the coarse clock read after it has seen at least as
+ * many ticks, so the span below is not longer than the truth. */
+static __always_inline __u64 xdp_slot_deadline(__u64 valid_until, __u64 jiffies, __u64 now)
+{
+	__u64 hz = XDP_SLOT_HZ;
+	__u64 span, ticks;
+
+	if (valid_until <= now)
+		return 0;
+	span = valid_until - now;
+	if (span > 4 * NSEC_PER_SEC) /* cannot be (1 s at most): keeps span * hz in range */
+		span = 4 * NSEC_PER_SEC;
+	ticks = span * hz / NSEC_PER_SEC;
+	return ticks > 2 ? jiffies + ticks - 2 : 0;
+}
+
+/* Level 1: @p's slot if it stands for the slow path now (its tuple, device
+ * and epoch, its deadline not passed, the packet covered), else NULL. */
+static __always_inline const struct xdp_flow_slot *xdp_slot_get(const struct xdp_md *ctx,
+								 const struct pkt *p, int v6)
+{
+	__u32 iif = ctx->ingress_ifindex;
+	__u32 index;
+	const struct xdp_flow_slot *s;
+	__u32 diff;
+
+	/* Never covered (conntrack records them): spare new flows, and a SYN
+	 * flood, a read of a slot line that is likely cold. */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
+		return NULL;
+	index = xdp_slot_index(p, iif, v6);
+	s = bpf_map_lookup_elem(&xdp_flow_cache, &index);
+	if (!s)
+		return NULL;
+	/* The whole key, without a branch per field. */
+	diff = (s->saddr[0] ^ p->saddr.w[0]) | (s->daddr[0] ^ p->daddr.w[0]) |
+	       (*(const __u32 *)&s->sport ^ ((__u32)p->sport | (__u32)p->dport << 16)) |
+	       (s->proto ^ p->proto) | (s->family ^ p->family) | (s->iif ^ iif) |
+	       (s->epoch ^ p->flow_epoch);
+	if (v6)
+		diff |= (s->saddr[1] ^ p->saddr.w[1]) | (s->saddr[2] ^ p->saddr.w[2]) |
+			(s->saddr[3] ^ p->saddr.w[3]) | (s->daddr[1] ^ p->daddr.w[1]) |
+			(s->daddr[2] ^ p->daddr.w[2]) | (s->daddr[3] ^ p->daddr.w[3]);
+	if (diff || p->l3_len > s->max_len ||
+	    !xdp_covers(s->ct_flags, s->tcp_seen, p->proto, p->tcp_flags) ||
+	    bpf_jiffies64() >= s->valid_until)
+		return NULL;
+	return s;
+}
+
+/* Make @p's slot stand for the valid flow entry @f (just made by the slow
+ * path, or a level-2 hit), under the epoch @p read before its lookups;
+ * @jiffies and @now as xdp_slot_deadline() wants them. The deadline goes
+ * first and last: a reader between the stores (only a test run can be one)
+ * sees an expired slot, never a torn one. */
+static __always_inline void xdp_slot_fill(const struct xdp_md *ctx, const struct pkt *p,
+					  const struct xdp_flow *f, int v6, __u64 jiffies, __u64 now)
+{
+	__u32 index = xdp_slot_index(p, ctx->ingress_ifindex, v6);
+	struct xdp_flow_slot *s = bpf_map_lookup_elem(&xdp_flow_cache, &index);
+	const __u64 *src = (const __u64 *)f->hdr;
+	__u64 *dst;
+
+	if (!s)
+		return;
+	s->valid_until = 0;
+	asm volatile("" ::: "memory");
+	s->saddr[0] = p->saddr.w[0];
+	s->saddr[1] = p->saddr.w[1];
+	s->saddr[2] = p->saddr.w[2];
+	s->saddr[3] = p->saddr.w[3];
+	s->daddr[0] = p->daddr.w[0];
+	s->daddr[1] = p->daddr.w[1];
+	s->daddr[2] = p->daddr.w[2];
+	s->daddr[3] = p->daddr.w[3];
+	s->sport = p->sport;
+	s->dport = p->dport;
+	s->proto = p->proto;
+	s->family = p->family;
+	s->tcp_seen = f->tcp_seen;
+	s->iif = f->iif;
+	s->epoch = p->flow_epoch;
+	s->ct_flags = f->ct_flags;
+	s->max_len = f->max_len;
+	s->ifindex = f->ifindex;
+	s->csum = f->csum;
+	dst = (__u64 *)s->hdr;
+	dst[0] = src[0];
+	dst[1] = src[1];
+	dst[2] = src[2];
+	dst[3] = src[3];
+	dst[4] = src[4];
+	dst[5] = src[5];
+	dst[6] = src[6];
+	asm volatile("" ::: "memory");
+	s->valid_until = xdp_slot_deadline(f->valid_until, jiffies, now);
 }
 
 /* Route the outer packet to @k's destination (its family's addresses in
@@ -331,7 +514,7 @@ static __always_inline void xdp_copy_hdr(void *dst, const __u8 *src, int v6)
  * length, TOS (the inner one's: DSCP and ECN travel with it) and checksum
  * from the precomputed sum. */
 static __always_inline int xdp4_push(struct xdp_md *ctx, const struct pkt *p,
-				     const struct xdp_flow *f)
+				     const __u8 *hdr, __u32 csum)
 {
 	void *data, *data_end;
 	struct iphdr *ip;
@@ -356,11 +539,11 @@ static __always_inline int xdp4_push(struct xdp_md *ctx, const struct pkt *p,
 	ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > data_end)
 		return -DROP_DSR_ENCAP; /* cannot happen: the frame only grew */
-	xdp_copy_hdr(data, f->hdr, 0);
+	xdp_copy_hdr(data, hdr, 0);
 	ip->tos = tos;
 	ip->tot_len = bpf_htons(p->l3_len + DSR4_OVERHEAD);
 	/* Both as the 16-bit words of the header in memory (tos: byte 1). */
-	sum = f->csum + bpf_htons((__u16)tos) + ip->tot_len;
+	sum = csum + bpf_htons((__u16)tos) + ip->tot_len;
 	ip->check = csum_fold(sum);
 	XDP_BENCH_RESTORE(ctx, saved, DSR4_OVERHEAD);
 	return REASON_XDP_DSR_ENCAP;
@@ -395,8 +578,9 @@ static __always_inline int xdp4_prepare(struct xdp_md *ctx, const struct pkt *p,
 	return 1;
 }
 
-/* Everything but a cached established packet: conntrack, backend, next
- * hop; new flows as tc makes them. Its own frame (not inlined). */
+/* Everything but a level-1 hit: level 2 (xdp_flow4), else conntrack,
+ * backend, next hop; new flows as tc makes them. Its own frame (not
+ * inlined: the program's frame and this one share the 512-byte stack). */
 static __noinline int xdp4_slow(struct xdp_md *ctx, struct pkt *p, const struct lb_service *svc,
 				struct ct4_key *key, int *act)
 {
@@ -405,9 +589,22 @@ static __noinline int xdp4_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 	struct lb4_backend *be;
 	struct ct_entry entry;
 	struct ct_entry *e;
+	struct xdp_flow *f;
 	__u32 backend_id;
-	__u64 now = ct_now();
+	__u64 jiffies, now;
 	int ret;
+
+	jiffies = bpf_jiffies64(); /* before now: xdp_slot_deadline() */
+	now = ct_now();
+	/* Level 2: the shared LRU; a hit takes the slot back. */
+	f = bpf_map_lookup_elem(&xdp_flow4, key);
+	if (f && xdp_flow_valid(ctx, p, f, now)) {
+		xdp_slot_fill(ctx, p, f, 0, jiffies, now);
+		ret = xdp4_push(ctx, p, f->hdr, f->csum);
+		if (ret == REASON_XDP_DSR_ENCAP)
+			*act = xdp_send_action(ctx, f->ifindex);
+		return ret;
+	}
 
 	e = ct4_lookup(key, now);
 	if (e) {
@@ -418,13 +615,15 @@ static __noinline int xdp4_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 			return REASON_PASS; /* backend gone: tc chooses again */
 		if (!xdp4_prepare(ctx, p, be->addr, now, &nh, &flow))
 			return REASON_PASS;
-		ret = xdp4_push(ctx, p, &flow);
+		ret = xdp4_push(ctx, p, flow.hdr, flow.csum);
 		if (ret != REASON_XDP_DSR_ENCAP)
 			return ret;
 		/* Conntrack as tc keeps it: no REPLY entry for DSR flows. */
 		ct_touch(e, p->proto, p->tcp_flags, CT_DIR_SERVICE, now);
 		xdp_flow_finish(&flow, e, p->proto, now, nh.expires);
+		xdp_flow_set_epoch(&flow, p->flow_epoch);
 		bpf_map_update_elem(&xdp_flow4, key, &flow, BPF_ANY);
+		xdp_slot_fill(ctx, p, &flow, 0, jiffies, now);
 		*act = xdp_send_action(ctx, flow.ifindex);
 		return ret;
 	}
@@ -446,7 +645,7 @@ static __noinline int xdp4_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 	entry.flags |= CT_F_DSR;
 	if (ct4_insert_service(key, &entry, now) != CT_INSERTED)
 		return REASON_PASS; /* lost a race (or full): tc joins the winner */
-	ret = xdp4_push(ctx, p, &flow);
+	ret = xdp4_push(ctx, p, flow.hdr, flow.csum);
 	if (ret != REASON_XDP_DSR_ENCAP) {
 		bpf_map_delete_elem(&ct4, key);
 		return ret;
@@ -459,14 +658,25 @@ static __noinline int xdp4_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 
 static __always_inline int xdp4_ingress(struct xdp_md *ctx, struct pkt *p, int *act)
 {
-	/* Aligned: the flow hash reads it as 32-bit words. */
-	struct ct4_key key __attribute__((aligned(8))) = {};
+	const struct xdp_flow_slot *s;
 	struct lb_service *svc;
-	struct xdp_flow *f;
 	int ret;
 
 	if (!xdp_candidate(p))
 		return REASON_PASS;
+	/* Before any lookup: what they find is valid under this epoch. */
+	p->flow_epoch = xdp_epoch_now();
+
+	/* The established fast path: one slot read, the headers ready. */
+	s = xdp_slot_get(ctx, p, 0);
+	if (s) {
+		ret = xdp4_push(ctx, p, s->hdr, s->csum);
+		if (ret == REASON_XDP_DSR_ENCAP)
+			*act = xdp_send_action(ctx, s->ifindex);
+		return ret;
+	}
+
+	/* Not a frontend (most of a node's traffic): no more lookups. */
 	svc = lb4_lookup_service(p);
 	if (!svc)
 		return REASON_PASS;
@@ -475,29 +685,25 @@ static __always_inline int xdp4_ingress(struct xdp_md *ctx, struct pkt *p, int *
 	if (!(svc->flags & LB_F_DSR) || svc->kind == LB_KIND_CLUSTER_IP)
 		return REASON_PASS;
 
-	key.saddr = p->saddr.v4;
-	key.daddr = p->daddr.v4;
-	key.sport = p->sport;
-	key.dport = p->dport;
-	key.proto = p->proto;
-	key.dir = CT_DIR_SERVICE;
+	/* Scoped: the key's stack is the slot index's and the frontend
+	 * lookup's (the two frames' stacks are at the verifier's limit). */
+	{
+		/* Aligned: the flow hash reads it as 32-bit words. */
+		struct ct4_key key __attribute__((aligned(8))) = {};
 
-	/* The established fast path: one lookup, the headers ready. */
-	f = bpf_map_lookup_elem(&xdp_flow4, &key);
-	if (f && ct_now() < f->valid_until && f->iif == ctx->ingress_ifindex &&
-	    p->l3_len <= f->max_len && xdp_flow_covers(f, p->proto, p->tcp_flags)) {
-		ret = xdp4_push(ctx, p, f);
-		if (ret == REASON_XDP_DSR_ENCAP)
-			*act = xdp_send_action(ctx, f->ifindex);
-		return ret;
+		key.saddr = p->saddr.v4;
+		key.daddr = p->daddr.v4;
+		key.sport = p->sport;
+		key.dport = p->dport;
+		key.proto = p->proto;
+		key.dir = CT_DIR_SERVICE;
+		return xdp4_slow(ctx, p, svc, &key, act);
 	}
-	return xdp4_slow(ctx, p, svc, &key, act);
 }
 
 /* ---------------------------------------------------------------- IPv6 */
 
-static __always_inline int xdp6_push(struct xdp_md *ctx, const struct pkt *p,
-				     const struct xdp_flow *f)
+static __always_inline int xdp6_push(struct xdp_md *ctx, const struct pkt *p, const __u8 *hdr)
 {
 	void *data, *data_end;
 	struct ipv6hdr *ip6;
@@ -521,7 +727,7 @@ static __always_inline int xdp6_push(struct xdp_md *ctx, const struct pkt *p,
 	ip6 = data + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end)
 		return -DROP_DSR_ENCAP;
-	xdp_copy_hdr(data, f->hdr, 1);
+	xdp_copy_hdr(data, hdr, 1);
 	/* Version, traffic class and flow label: the inner packet's. */
 	*(__be32 *)ip6 = vtcfl;
 	ip6->payload_len = bpf_htons(p->l3_len);
@@ -556,9 +762,21 @@ static __noinline int xdp6_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 	struct lb6_backend *be;
 	struct ct_entry entry;
 	struct ct_entry *e;
+	struct xdp_flow *f;
 	__u32 backend_id;
-	__u64 now = ct_now();
+	__u64 jiffies, now;
 	int ret;
+
+	jiffies = bpf_jiffies64(); /* before now: xdp_slot_deadline() */
+	now = ct_now();
+	f = bpf_map_lookup_elem(&xdp_flow6, key);
+	if (f && xdp_flow_valid(ctx, p, f, now)) {
+		xdp_slot_fill(ctx, p, f, 1, jiffies, now);
+		ret = xdp6_push(ctx, p, f->hdr);
+		if (ret == REASON_XDP_DSR_ENCAP)
+			*act = xdp_send_action(ctx, f->ifindex);
+		return ret;
+	}
 
 	e = ct6_lookup(key, now);
 	if (e) {
@@ -569,12 +787,14 @@ static __noinline int xdp6_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 			return REASON_PASS;
 		if (!xdp6_prepare(ctx, p, be->addr, now, &nh, &flow))
 			return REASON_PASS;
-		ret = xdp6_push(ctx, p, &flow);
+		ret = xdp6_push(ctx, p, flow.hdr);
 		if (ret != REASON_XDP_DSR_ENCAP)
 			return ret;
 		ct_touch(e, p->proto, p->tcp_flags, CT_DIR_SERVICE, now);
 		xdp_flow_finish(&flow, e, p->proto, now, nh.expires);
+		xdp_flow_set_epoch(&flow, p->flow_epoch);
 		bpf_map_update_elem(&xdp_flow6, key, &flow, BPF_ANY);
+		xdp_slot_fill(ctx, p, &flow, 1, jiffies, now);
 		*act = xdp_send_action(ctx, flow.ifindex);
 		return ret;
 	}
@@ -595,7 +815,7 @@ static __noinline int xdp6_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 	entry.flags |= CT_F_DSR;
 	if (ct6_insert_service(key, &entry, now) != CT_INSERTED)
 		return REASON_PASS;
-	ret = xdp6_push(ctx, p, &flow);
+	ret = xdp6_push(ctx, p, flow.hdr);
 	if (ret != REASON_XDP_DSR_ENCAP) {
 		bpf_map_delete_elem(&ct6, key);
 		return ret;
@@ -606,13 +826,25 @@ static __noinline int xdp6_slow(struct xdp_md *ctx, struct pkt *p, const struct 
 
 static __always_inline int xdp6_ingress(struct xdp_md *ctx, struct pkt *p, int *act)
 {
-	struct ct6_key key __attribute__((aligned(8))) = {};
+	const struct xdp_flow_slot *s;
 	struct lb_service *svc;
-	struct xdp_flow *f;
 	int ret;
 
 	if (!xdp_candidate(p))
 		return REASON_PASS;
+	p->flow_epoch = xdp_epoch_now();
+
+	/* Extension headers: tc's, whatever the flow (a per-packet check). */
+	if (dsr6_plain(p)) {
+		s = xdp_slot_get(ctx, p, 1);
+		if (s) {
+			ret = xdp6_push(ctx, p, s->hdr);
+			if (ret == REASON_XDP_DSR_ENCAP)
+				*act = xdp_send_action(ctx, s->ifindex);
+			return ret;
+		}
+	}
+
 	svc = lb6_lookup_service(p);
 	if (!svc)
 		return REASON_PASS;
@@ -621,22 +853,17 @@ static __always_inline int xdp6_ingress(struct xdp_md *ctx, struct pkt *p, int *
 	if (!(svc->flags & LB_F_DSR) || svc->kind == LB_KIND_CLUSTER_IP || !dsr6_plain(p))
 		return REASON_PASS;
 
-	__builtin_memcpy(key.saddr, p->saddr.v6, 16);
-	__builtin_memcpy(key.daddr, p->daddr.v6, 16);
-	key.sport = p->sport;
-	key.dport = p->dport;
-	key.proto = p->proto;
-	key.dir = CT_DIR_SERVICE;
+	{
+		struct ct6_key key __attribute__((aligned(8))) = {};
 
-	f = bpf_map_lookup_elem(&xdp_flow6, &key);
-	if (f && ct_now() < f->valid_until && f->iif == ctx->ingress_ifindex &&
-	    p->l3_len <= f->max_len && xdp_flow_covers(f, p->proto, p->tcp_flags)) {
-		ret = xdp6_push(ctx, p, f);
-		if (ret == REASON_XDP_DSR_ENCAP)
-			*act = xdp_send_action(ctx, f->ifindex);
-		return ret;
+		__builtin_memcpy(key.saddr, p->saddr.v6, 16);
+		__builtin_memcpy(key.daddr, p->daddr.v6, 16);
+		key.sport = p->sport;
+		key.dport = p->dport;
+		key.proto = p->proto;
+		key.dir = CT_DIR_SERVICE;
+		return xdp6_slow(ctx, p, svc, &key, act);
 	}
-	return xdp6_slow(ctx, p, svc, &key, act);
 }
 
 #endif /* STRAIT_XDP_H */

@@ -219,6 +219,9 @@ export class Agent {
     this.#startXdp(dp);
     this.#state = readCurrent(dp);
     this.#ids = IdRegistry.recover(this.#state);
+    // Cached rewrites (lib/flowcache.h) a previous agent's datapath made are
+    // not ours to trust: whatever changed while no agent ran invalidates them.
+    dp.bumpFlowEpoch();
 
     const http = await startHttp({
       metricsAddr: config.metricsAddr,
@@ -329,14 +332,22 @@ export class Agent {
     state = result.failures.length > 0 ? readCurrent(dp) : plan.after;
     const flushed = this.#flushConntrack(plan);
     const socketsDestroyed = this.#destroyStaleSockets(plan);
+    let collectedDeletes = 0;
     if (periodic) {
       const collected = collectQuarantine(ctBackendIds(dp), state);
       if (collected.total.deletes > 0) {
         const r = applyPlan(dp, collected);
         state = r.failures.length > 0 ? readCurrent(dp) : collected.after;
         for (const step of collected.steps) if (step.op === 'delete') this.#compiled.forget(step.keys as readonly number[]);
+        collectedDeletes = collected.total.deletes;
       }
     }
+    // After the writes: the datapath's cached rewrites of established flows
+    // (lib/flowcache.h) were made from the maps as they were. A packet that read
+    // the old epoch re-runs its full path; one that reads the new one already sees
+    // the new maps.
+    const { upserts, deletes, quarantined } = plan.total;
+    if (upserts + deletes + quarantined + flushed + collectedDeletes > 0) dp.bumpFlowEpoch();
     this.#state = state;
     const model = this.#models.summary();
     this.#logModelErrors(model);

@@ -265,10 +265,78 @@ export const xdpFlow = struct('xdp_flow', {
   maxLen: u16,
   ctFlags: u16,
   tcpSeen: u8,
-  pad: pad(3),
+  /** flow_epoch's low 24 bits, little-endian (lib/xdp.h). */
+  epoch: bytes(3),
   hdr: bytes(XDP_FLOW_HDR_MAX),
 });
 export type XdpFlow = CodecValue<typeof xdpFlow>;
+// ---- xdp_flow_cache: the XDP established fast path's first level (lib/xdp.h) ----
+export const XDP_FLOW_CACHE_SLOTS = 4096;
+/** One per-CPU slot: an established DSR flow's encapsulation with its tuple and epoch (derived state). */
+export const xdpFlowSlot = struct('xdp_flow_slot', {
+  saddr: array(u32, 4),
+  daddr: array(u32, 4),
+  sport: be16,
+  dport: be16,
+  proto: u8,
+  family: u8,
+  tcpSeen: u8,
+  pad: pad(1),
+  iif: u32,
+  epoch: u32,
+  ctFlags: u16,
+  maxLen: u16,
+  ifindex: u32,
+  csum: u32,
+  pad2: pad(4),
+  validUntil: u64,
+  hdr: bytes(XDP_FLOW_HDR_MAX),
+});
+export type XdpFlowSlot = CodecValue<typeof xdpFlowSlot>;
+
+// ---- flow_cache, flow_epoch: the tc established fast path (lib/flowcache.h) ----
+export const FLOW_CACHE_SLOTS = 4096;
+export const FLOW_HOOK_NONE = 0;
+export const FLOW_HOOK_TC_INGRESS = 1;
+export const FLOW_HOOK_TC_EGRESS = 2;
+/** The agent's invalidation counter: bumped after every change to the Service maps. */
+export const flowEpoch = struct('flow_epoch', { epoch: u64 });
+export type FlowEpoch = CodecValue<typeof flowEpoch>;
+/**
+ * One slot of the per-CPU rewrite cache (derived state, for inspection and tests).
+ * Addresses are the C side's 32-bit words as they lie in memory (little-endian
+ * reads of network-order bytes): `flowCacheAddr` turns one into text.
+ */
+export const flowCacheEntry = struct('flow_cache_entry', {
+  saddr: array(u32, 4),
+  daddr: array(u32, 4),
+  sport: be16,
+  dport: be16,
+  proto: u8,
+  hook: u8,
+  family: u8,
+  tcpSeen: u8,
+  ifindex: u32,
+  ctFlags: u16,
+  port: be16,
+  addr: array(u32, 4),
+  addrDiff: u32,
+  portDiff: u32,
+  epoch: u32,
+  pad: pad(4),
+  validUntil: u64,
+});
+export type FlowCacheEntry = CodecValue<typeof flowCacheEntry>;
+
+/** A flow_cache_entry address (family 4: the first word) as text. */
+export function flowCacheAddr(words: readonly number[], family: number): string {
+  const b = Buffer.alloc(16);
+  words.forEach((w, i) => b.writeUInt32LE(w >>> 0, i * 4));
+  if (family === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  const groups = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+  return groups.join(':');
+}
 
 // ---- frag{4,6} ----
 export const FRAG_REWRITE_DADDR = 0;
@@ -574,6 +642,9 @@ export const abiStructs = {
   xdp_nh_key: xdpNhKey,
   xdp_nexthop: xdpNexthop,
   xdp_flow: xdpFlow,
+  xdp_flow_slot: xdpFlowSlot,
+  flow_epoch: flowEpoch,
+  flow_cache_entry: flowCacheEntry,
   frag4_key: frag4Key,
   frag4_entry: frag4Entry,
   frag6_key: frag6Key,

@@ -31,6 +31,9 @@ import {
   ct6Key,
   ctEntry,
   xdpFlow,
+  xdpFlowSlot,
+  flowCacheEntry,
+  flowEpoch,
   xdpNexthop,
   xdpNhKey,
   frag4Entry,
@@ -101,6 +104,9 @@ import {
   type Srange6Key,
   type SrangeEntry,
   type XdpFlow,
+  type XdpFlowSlot,
+  type FlowCacheEntry,
+  type FlowEpoch,
   type XdpNexthop,
   type XdpNhKey,
 } from './abi.js';
@@ -161,6 +167,11 @@ export interface DataplaneMaps {
   xdpNexthop: BpfMap<XdpNhKey, XdpNexthop>;
   xdpFlow4: BpfMap<Ct4Key, XdpFlow>;
   xdpFlow6: BpfMap<Ct6Key, XdpFlow>;
+  /** XDP established fast path, first level (lib/xdp.h): per-CPU direct-mapped slots. */
+  xdpFlowCache: PerCpuMap<number, XdpFlowSlot>;
+  /** tc established fast path (lib/flowcache.h): per-CPU rewrite cache, and its epoch. */
+  flowCache: PerCpuMap<number, FlowCacheEntry>;
+  flowEpoch: BpfMap<number, FlowEpoch>;
 }
 
 type MapBinding = readonly [cName: string, key: Codec<unknown>, value: Codec<unknown>];
@@ -196,6 +207,9 @@ const MAP_BINDINGS: { readonly [P in keyof DataplaneMaps]: MapBinding } = {
   xdpNexthop: ['xdp_nexthop', xdpNhKey, xdpNexthop],
   xdpFlow4: ['xdp_flow4', ct4Key, xdpFlow],
   xdpFlow6: ['xdp_flow6', ct6Key, xdpFlow],
+  xdpFlowCache: ['xdp_flow_cache', u32Codec, xdpFlowSlot],
+  flowCache: ['flow_cache', u32Codec, flowCacheEntry],
+  flowEpoch: ['flow_epoch', u32Codec, flowEpoch],
 };
 
 /** The C map names a strait datapath object defines (bpf/lib/maps.h). */
@@ -513,6 +527,19 @@ export class Dataplane {
   }
 
   /** Per-(reason, direction) counters summed over CPUs; only non-zero ones. */
+  /**
+   * Invalidate every cached established-flow rewrite (lib/flowcache.h): the
+   * datapath treats a cache slot made under another epoch as a miss and runs
+   * its full path (frontend, conntrack, backend) again. Call after any change
+   * to the Service maps or conntrack that could change how an existing flow
+   * is translated; the agent is the one writer. Returns the new epoch.
+   */
+  bumpFlowEpoch(): bigint {
+    const next = (this.maps.flowEpoch.lookup(0)?.epoch ?? 0n) + 1n;
+    this.maps.flowEpoch.update(0, { epoch: next });
+    return next;
+  }
+
   readMetrics(): MetricSample[] {
     return sumMetrics(this.maps.metrics);
   }

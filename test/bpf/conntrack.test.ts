@@ -208,12 +208,15 @@ describe('a tracked flow and its backend', () => {
     const key = serviceKey(family, proto, port);
     const e = ctMap(family).lookup(key)!;
 
-    // Live, pointing elsewhere: the entry wins over the hash.
+    // Live, pointing elsewhere: the entry wins over the hash. (Written behind the
+    // datapath's back: the epoch bump tells its flow cache, as the agent's flush does.)
     ctMap(family).update(key, { ...e, backendId: other.id, expires: ALIVE });
+    harness().dp.bumpFlowEpoch();
     expect(send(family, proto, port, ACK)).toBe(other.addr);
 
     // Expired, pointing elsewhere: ignored, the flow is chosen afresh and re-recorded.
     ctMap(family).update(key, { ...e, backendId: other.id, expires: 1n });
+    harness().dp.bumpFlowEpoch();
     const input = toVip(family, proto, port, ACK);
     const t0 = monotonicNs();
     const r = harness().ingress(input);

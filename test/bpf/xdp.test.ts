@@ -18,6 +18,12 @@
 //   backend        198.18.1.1            2001:2::2:1          :80 / :53, another node
 //   local backend  198.18.1.9            2001:2::2:9          BE_F_LOCAL
 //   FIB (mocked)   out of ifindex 1 (the test run's own device: XDP_TX) or 7 (redirect)
+//
+// The established path's two levels (lib/xdp.h): per-CPU slots (xdp_flow_cache)
+// and the shared LRU (xdp_flow4/6), both invalidated by the flow epoch the agent
+// bumps after every map change; tests that change maps bump it as the agent does.
+// XDP test runs cannot be pinned to a CPU, so a slot a test relies on is copied
+// to every CPU (replicateSlot).
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -27,11 +33,13 @@ import {
   CT_F_CLOSING,
   CT_F_ESTABLISHED,
   CT_F_SNAT,
+  IPPROTO_TCP,
   LB_F_DSR,
   LB_F_REJECT_NO_ENDPOINTS,
   LB_F_SOURCE_RANGES,
   LB_KIND_LOAD_BALANCER,
   u32Codec,
+  type XdpFlowSlot,
 } from '../../src/bpf/abi.js';
 import type { MetricSample } from '../../src/bpf/dataplane.js';
 import { packageRoot } from '../../src/bpf/native.js';
@@ -53,7 +61,7 @@ import {
 import { DSR_OVERHEAD, expectEncapsulated, setDsrNodeConfig, setTestMtu } from '../lib/dsr.js';
 import { FIB, NEXT_HOP_MAC, UPLINK_MAC, clearSnat, fibTestEntry, lastFibLookup } from '../lib/north-south.js';
 import { ipv4Tcp, ipv6Tcp, parseFrame } from '../lib/packet.js';
-import { addService } from '../lib/services.js';
+import { addService, setBackends, writeBackend, type BackendSpec, type ServiceSpec } from '../lib/services.js';
 
 const ROOT = '/sys/fs/bpf/strait-test-xdp';
 const XDP_TEST_OBJECT = join(packageRoot(), 'build', 'bpf', 'strait_xdp_test.o');
@@ -73,6 +81,28 @@ const client = (f: Family, n = 10) => planOf(f).client(n);
 const outsider = (f: Family) => (f === 4 ? '198.18.5.1' : '2001:2:0:5::1');
 const fe = (f: Family, proto: L4Proto, n: 1 | 2 | 3 | 4 | 5) => ({ addr: planOf(f).vip(n), port: VIP_PORT[proto] });
 const svcId = (f: Family, proto: L4Proto, n: number) => f * 100 + (proto === 'tcp' ? 10 : 50) + n;
+const DSR_FLAGS = LB_F_REJECT_NO_ENDPOINTS | LB_F_DSR;
+/** The backend on another node every DSR frontend starts with. */
+const remoteBackend = (f: Family, proto: L4Proto): BackendSpec => ({ id: svcId(f, proto, 0), addr: backend(f), port: VIP_PORT[proto] });
+/** Frontend n of the table at the top, as the test's beforeAll writes it. */
+function serviceSpec(f: Family, proto: L4Proto, n: 1 | 2 | 3 | 4 | 5): ServiceSpec {
+  const port = VIP_PORT[proto];
+  const remote = remoteBackend(f, proto);
+  const local = { id: svcId(f, proto, 9), addr: planOf(f).backend(9), port, flags: BE_F_LOCAL };
+  const [flags, backends] = {
+    1: [DSR_FLAGS, [remote]],
+    2: [LB_F_REJECT_NO_ENDPOINTS, [remote]],
+    3: [DSR_FLAGS, [local]],
+    4: [DSR_FLAGS | LB_F_SOURCE_RANGES, [remote]],
+    5: [DSR_FLAGS, []],
+  }[n] as [number, BackendSpec[]];
+  return { id: svcId(f, proto, n), vip: fe(f, proto, n).addr, port, proto, kind: LB_KIND_LOAD_BALANCER, flags, backends };
+}
+/** The loadBalancerSourceRanges entry of frontend 4 (the clients' /24, /112). */
+const rangeOf = (f: Family, proto: L4Proto) =>
+  f === 4
+    ? { prefixlen: 32 + 24, serviceId: svcId(4, proto, 4), addr: '198.18.0.0' }
+    : { prefixlen: 32 + 112, serviceId: svcId(6, proto, 4), addr: '2001:2::1:0' };
 
 function toFrontend(f: Family, proto: L4Proto, to: { addr: string; port: number }, sport: number, extra: Partial<FlowFrame> = {}): Buffer {
   return flowFrame(f, proto, { src: client(f), dst: to.addr, sport, dport: to.port, payload: 'hello', ...extra });
@@ -115,20 +145,11 @@ beforeAll(() => {
   h = BpfHarness.open(ROOT);
   xdp = XdpProgram.open({ dataplane: h.dp, objectPath: XDP_TEST_OBJECT });
   for (const [f, proto] of CASES) {
-    const port = VIP_PORT[proto];
-    const remote = { id: svcId(f, proto, 0), addr: backend(f), port };
-    const local = { id: svcId(f, proto, 9), addr: planOf(f).backend(9), port, flags: BE_F_LOCAL };
-    const dsr = LB_F_REJECT_NO_ENDPOINTS | LB_F_DSR;
-    const add = (n: 1 | 2 | 3 | 4 | 5, flags: number, backends: (typeof remote)[]) =>
-      addService(h!.dp, { id: svcId(f, proto, n), vip: fe(f, proto, n).addr, port, proto, kind: LB_KIND_LOAD_BALANCER, flags, backends });
-    add(1, dsr, [remote]);
-    add(2, LB_F_REJECT_NO_ENDPOINTS, [remote]);
-    add(3, dsr, [local]);
-    add(4, dsr | LB_F_SOURCE_RANGES, [remote]);
-    add(5, dsr, []);
-    if (f === 4) h.dp.maps.sourceRanges4.update({ prefixlen: 32 + 24, serviceId: svcId(4, proto, 4), addr: '198.18.0.0' }, { allow: 1 });
-    else h.dp.maps.sourceRanges6.update({ prefixlen: 32 + 112, serviceId: svcId(6, proto, 4), addr: '2001:2::1:0' }, { allow: 1 });
+    for (const n of [1, 2, 3, 4, 5] as const) addService(h.dp, serviceSpec(f, proto, n));
+    if (f === 4) h.dp.maps.sourceRanges4.update(rangeOf(4, proto), { allow: 1 });
+    else h.dp.maps.sourceRanges6.update(rangeOf(6, proto), { allow: 1 });
   }
+  h.dp.bumpFlowEpoch();
 });
 
 afterAll(() => {
@@ -288,27 +309,65 @@ describe('XDP: DSR forwarding', () => {
   });
 });
 
+const U64_MAX = 2n ** 64n - 1n;
+const flows = (f: Family) => (f === 4 ? dp().maps.xdpFlow4 : dp().maps.xdpFlow6);
+const nexthops = () => [...dp().maps.xdpNexthop.entries()];
+/** Level 1 (xdp_flow_cache): every filled slot, by index, with its values per CPU. */
+const filledSlots = (): [number, XdpFlowSlot[]][] =>
+  [...dp().maps.xdpFlowCache.entries()].filter(([, perCpu]) => perCpu.some((v) => v.family !== 0));
+/** Is slot value `v` flow `sport`'s, made under the current epoch, with a deadline? */
+function isLive(v: XdpFlowSlot, f: Family, sport: number): boolean {
+  const epoch = Number((dp().maps.flowEpoch.lookup(0)?.epoch ?? 0n) & 0xffffffffn);
+  return v.family === f && v.sport === sport && v.epoch === epoch && v.validUntil > 0n;
+}
+/** The live slots holding flow `sport`, whatever the CPU the test run used. */
+const slotsOf = (f: Family, sport: number): [number, XdpFlowSlot[]][] =>
+  filledSlots().filter(([, perCpu]) => perCpu.some((v) => isLive(v, f, sport)));
+/** Flow `sport`'s live slot value (on the CPU that made it). */
+function liveSlot(f: Family, sport: number): XdpFlowSlot {
+  const found = slotsOf(f, sport);
+  expect(found, `one slot for flow ${sport}`).toHaveLength(1);
+  return found[0]![1].find((v) => isLive(v, f, sport))!;
+}
+/**
+ * Flow `sport`'s slot copied from the CPU that made it to every CPU: the
+ * test process may run its next BPF_PROG_TEST_RUN on another CPU (XDP test
+ * runs cannot be pinned), and a level-1 hit must not depend on the scheduler.
+ */
+function replicateSlot(f: Family, sport: number): void {
+  const made = liveSlot(f, sport);
+  dp().maps.xdpFlowCache.update(slotsOf(f, sport)[0]![0], made);
+}
+/** Every slot emptied, on every CPU (a slot lost to another flow, or never made on this CPU). */
+function emptySlots(): void {
+  const m = dp().maps.xdpFlowCache;
+  for (const [k, perCpu] of filledSlots()) m.update(k, perCpu.map((v) => ({ ...v, family: 0, validUntil: 0n })));
+}
+/** Every cache entry's deadline (both levels, next hops) set to `t` (0: as if its time had passed; U64_MAX: as if time stood still). */
+function setDeadlines(f: Family, t: bigint): void {
+  for (const [k, v] of [...flows(f).entries()]) flows(f).update(k as never, { ...v, validUntil: t });
+  for (const [k, v] of nexthops()) dp().maps.xdpNexthop.update(k, { ...v, expires: t });
+  const m = dp().maps.xdpFlowCache;
+  for (const [k, perCpu] of filledSlots()) m.update(k, perCpu.map((v) => (v.family === 0 ? v : { ...v, validUntil: t })));
+}
+const ackOf = (f: Family, sport: number, extra: Partial<FlowFrame> = {}, n: 1 | 4 = 1) =>
+  toFrontend(f, 'tcp', fe(f, 'tcp', n), sport, { flags: { ack: true }, seq: 1001, ack: 1, ...extra });
+/** SYN, then one ACK to frontend n: the flow is established and cached (both levels). */
+function establish(f: Family, sport: number, n: 1 | 4 = 1): void {
+  expect(runXdp(toFrontend(f, 'tcp', fe(f, 'tcp', n), sport)).retval).toBe(XDP.TX);
+  expect([...flows(f).entries()], 'a first packet is not cached').toHaveLength(0);
+  expect(slotsOf(f, sport), 'a first packet is not cached').toHaveLength(0);
+  expect(runXdp(ackOf(f, sport, {}, n)).retval).toBe(XDP.TX);
+  const cached = [...flows(f).entries()];
+  expect(cached).toHaveLength(1);
+  expect(cached[0]![1]).toMatchObject({ ifindex: TEST_RUN_IFINDEX, backendId: svcId(f, 'tcp', 0) });
+  expect(cached[0]![1].ctFlags & CT_F_ESTABLISHED).toBe(CT_F_ESTABLISHED);
+  expect(slotsOf(f, sport), 'one slot, on the CPU of the run').toHaveLength(1);
+  replicateSlot(f, sport);
+}
+
 describe('XDP: the flow and next-hop caches (lib/xdp.h)', () => {
-  const U64_MAX = 2n ** 64n - 1n;
-  const flows = (f: Family) => (f === 4 ? dp().maps.xdpFlow4 : dp().maps.xdpFlow6);
-  const nexthops = () => [...dp().maps.xdpNexthop.entries()];
-  /** Every cache entry's deadline set to `t` (0: as if its time had passed; U64_MAX: as if time stood still). */
-  function setDeadlines(f: Family, t: bigint): void {
-    for (const [k, v] of [...flows(f).entries()]) flows(f).update(k as never, { ...v, validUntil: t });
-    for (const [k, v] of nexthops()) dp().maps.xdpNexthop.update(k, { ...v, expires: t });
-  }
-  const ack = (f: Family, sport: number, extra: Partial<FlowFrame> = {}) =>
-    toFrontend(f, 'tcp', fe(f, 'tcp', 1), sport, { flags: { ack: true }, seq: 1001, ack: 1, ...extra });
-  /** SYN, then one ACK: the flow is established and cached. */
-  function establish(f: Family, sport: number): void {
-    expect(runXdp(toFrontend(f, 'tcp', fe(f, 'tcp', 1), sport)).retval).toBe(XDP.TX);
-    expect([...flows(f).entries()], 'a first packet is not cached').toHaveLength(0);
-    expect(runXdp(ack(f, sport)).retval).toBe(XDP.TX);
-    const cached = [...flows(f).entries()];
-    expect(cached).toHaveLength(1);
-    expect(cached[0]![1]).toMatchObject({ ifindex: TEST_RUN_IFINDEX, backendId: svcId(f, 'tcp', 0) });
-    expect(cached[0]![1].ctFlags & CT_F_ESTABLISHED).toBe(CT_F_ESTABLISHED);
-  }
+  const ack = (f: Family, sport: number, extra: Partial<FlowFrame> = {}) => ackOf(f, sport, extra);
 
   it.each(FAMILIES)('IPv%i tcp: cached packets skip the route lookup and are byte for byte what tc sends (TOS / traffic class kept, outer checksum right)', (f) => {
     establish(f, 40040);
@@ -361,18 +420,156 @@ describe('XDP: the flow and next-hop caches (lib/xdp.h)', () => {
     expect([...flows(f).entries()][0]![1].ctFlags & CT_F_CLOSING).toBe(CT_F_CLOSING);
   });
 
-  it.each(FAMILIES)('IPv%i tcp: a backend the agent removed is noticed once the flow entry expires (tc chooses again)', (f) => {
-    establish(f, 40044);
-    const id = svcId(f, 'tcp', 0);
-    const backends = f === 4 ? dp().maps.backends4 : dp().maps.backends6;
-    const saved = backends.lookup(id);
+  it.each(FAMILIES)('IPv%i tcp: a route change is picked up once the next hop expires, even where only level 2 has the flow', (f) => {
+    establish(f, 40045);
+    emptySlots();
+    mockFibVia(7);
+    setDeadlines(f, 0n);
+    const r = runXdp(ack(f, 40045));
+    expect(r.retval).toBe(XDP.REDIRECT);
+    expect([...flows(f).entries()][0]![1].ifindex).toBe(7);
+    expect(liveSlot(f, 40045).ifindex).toBe(7);
+  });
+});
+
+describe('XDP: level 1 (xdp_flow_cache, per CPU) and the epoch', () => {
+  /** Runs `input` through XDP with level 2 emptied first: a packet it encapsulates without refilling level 2 was a level-1 hit (the slow path refills both). */
+  function runLevel1(f: Family, input: Buffer): ReturnType<typeof runXdp> {
+    flows(f).clear();
+    const r = runXdp(input);
+    expect([...flows(f).entries()], 'a level-1 hit: the slow path did not run').toHaveLength(0);
+    return r;
+  }
+
+  it.each(FAMILIES)('IPv%i tcp: a hit sends the same bytes as the slow path and as tc, without conntrack or a route lookup', (f) => {
+    establish(f, 40050);
+    const input = ackOf(f, 40050, { payload: 'level one', seq: 3001 });
+    const lookups = lastFibLookup(dp(), f).lookups;
+    const hit = runLevel1(f, input);
+    expect(hit.retval).toBe(XDP.TX);
+    expect(hit.counted).toEqual(countedOnce('xdp_dsr_encap', 'ingress', input));
+    expectEncapsulated(hit.data, input, node(f), backend(f));
+    expect(lastFibLookup(dp(), f).lookups).toBe(lookups);
+    // The same packet through the slow path: an epoch bump invalidates level 1 (and level 2, emptied anyway).
+    dp().bumpFlowEpoch();
+    const slow = runXdp(input);
+    expect(slow.retval).toBe(XDP.TX);
+    expect([...flows(f).entries()], 'the slow path ran and refilled level 2').toHaveLength(1);
+    expect(slow.data.equals(hit.data)).toBe(true);
+    const viaTc = harness().ingress(input);
+    expect(viaTc.retval).toBe(TC_ACT_REDIRECT);
+    expect(hit.data.equals(viaTc.data)).toBe(true);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a level-2 hit refills the slot (a flow seen first on another CPU, or after a collision)', (f) => {
+    establish(f, 40051);
+    emptySlots();
+    const input = ackOf(f, 40051);
+    const lookups = lastFibLookup(dp(), f).lookups;
+    const r = runXdp(input);
+    expect(r.retval).toBe(XDP.TX);
+    expectEncapsulated(r.data, input, node(f), backend(f));
+    expect(lastFibLookup(dp(), f).lookups).toBe(lookups);
+    expect(slotsOf(f, 40051)).toHaveLength(1);
+    replicateSlot(f, 40051);
+    expect(runLevel1(f, input).data.equals(r.data)).toBe(true);
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: a slot holding another flow is a miss, never that flow\'s header', (f) => {
+    establish(f, 40052);
+    const [[index, perCpu]] = slotsOf(f, 40052) as [[number, XdpFlowSlot[]]];
+    // Another flow (source port + 1) in this flow's slot, with its own outer header: another backend.
+    const other = Buffer.from(liveSlot(f, 40052).hdr);
+    const outerDst = f === 4 ? 14 + 16 : 14 + 24;
+    other.writeUInt8(other.readUInt8(outerDst + 3) ^ 0x55, outerDst + 3);
+    dp().maps.xdpFlowCache.update(index, perCpu.map((v) => (v.family === 0 ? v : { ...v, sport: 40053, hdr: other })));
+    const input = ackOf(f, 40052);
+    for (const level2 of [true, false]) {
+      if (!level2) {
+        dp().maps.xdpFlowCache.update(index, perCpu.map((v) => (v.family === 0 ? v : { ...v, sport: 40053, hdr: other })));
+        flows(f).clear();
+      }
+      const r = runXdp(input);
+      expect(r.retval).toBe(XDP.TX);
+      expectEncapsulated(r.data, input, node(f), backend(f));
+      // Level 2 (or the slow path) took the packet and gave the slot back to this flow.
+      expect(slotsOf(f, 40052).map(([i]) => i)).toEqual([index]);
+    }
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: the Service removed, then the epoch bumped: the next packet is tc\'s (XDP_PASS, untouched)', (f) => {
+    establish(f, 40054);
+    const input = ackOf(f, 40054);
+    expect(runLevel1(f, input).retval).toBe(XDP.TX);
+    establish(f, 40055); // level 2 holds this one, level 1 does not: both levels must see the bump
+    emptySlots();
+    const services = f === 4 ? dp().maps.services4 : dp().maps.services6;
+    const saved = [...services.entries()].find(([k]) => k.addr === fe(f, 'tcp', 1).addr && k.port === 80 && k.proto === IPPROTO_TCP);
     expect(saved).toBeDefined();
-    backends.delete(id);
+    services.delete(saved![0] as never);
     try {
-      setDeadlines(f, 0n);
-      expect(runXdp(ack(f, 40044))).toMatchObject({ retval: XDP.PASS, counted: [] });
+      dp().bumpFlowEpoch();
+      for (const sport of [40054, 40055]) {
+        const again = ackOf(f, sport);
+        const r = runXdp(again);
+        expect(r).toMatchObject({ retval: XDP.PASS, counted: [] });
+        expect(r.data.equals(again)).toBe(true);
+      }
     } finally {
-      (backends as { update(k: number, v: unknown): void }).update(id, saved);
+      services.update(saved![0] as never, saved![1] as never);
+      dp().bumpFlowEpoch();
+    }
+  });
+
+  it.each(FAMILIES)('IPv%i tcp: loadBalancerSourceRanges narrowed, then the epoch bumped: the next packet is dropped as tc drops it', (f) => {
+    establish(f, 40056, 4);
+    const input = ackOf(f, 40056, {}, 4);
+    expect(runLevel1(f, input).retval).toBe(XDP.TX);
+    const ranges = (f === 4 ? dp().maps.sourceRanges4 : dp().maps.sourceRanges6) as { update(k: unknown, v: unknown): void; delete(k: unknown): boolean };
+    const narrow = { ...rangeOf(f, 'tcp'), prefixlen: f === 4 ? 32 + 32 : 32 + 128, addr: client(f, 11) };
+    ranges.delete(rangeOf(f, 'tcp'));
+    ranges.update(narrow, { allow: 1 });
+    try {
+      dp().bumpFlowEpoch();
+      const r = runXdp(input);
+      expect(r.retval).toBe(XDP.DROP);
+      expect(r.counted).toEqual(countedOnce('drop_source_range', 'ingress', input));
+      expect(harness().ingress(input).counted).toEqual(countedOnce('drop_source_range', 'ingress', input));
+    } finally {
+      ranges.delete(narrow);
+      ranges.update(rangeOf(f, 'tcp'), { allow: 1 });
+      dp().bumpFlowEpoch();
+    }
+  });
+
+  const levels = FAMILIES.flatMap((f) => [[f, 1], [f, 2]] as const);
+  it.each(levels)('IPv%i tcp: the backend replaced, then the epoch bumped: the next packet goes to tc, which chooses again; XDP follows (flow in level %i)', (f, level) => {
+    const sport = 40057 + level;
+    establish(f, sport);
+    const input = ackOf(f, sport);
+    if (level === 1) expect(runLevel1(f, input).retval).toBe(XDP.TX);
+    else emptySlots();
+    const spec = serviceSpec(f, 'tcp', 1);
+    const old = remoteBackend(f, 'tcp');
+    const replacement = { id: svcId(f, 'tcp', 8), addr: planOf(f).backend(2), port: 80 };
+    const backends = (f === 4 ? dp().maps.backends4 : dp().maps.backends6) as { delete(k: number): boolean };
+    // As the agent does: the new endpoint in, the old one out, then the bump.
+    setBackends(dp(), spec, [replacement]);
+    backends.delete(old.id);
+    try {
+      dp().bumpFlowEpoch();
+      expect(runXdp(input)).toMatchObject({ retval: XDP.PASS, counted: [] });
+      const viaTc = harness().ingress(input);
+      expect(viaTc.counted).toEqual(countedOnce('dsr_encap', 'ingress', input));
+      expectEncapsulated(viaTc.data, input, node(f), replacement.addr);
+      const next = runXdp(input);
+      expect(next.retval).toBe(XDP.TX);
+      expect(next.data.equals(viaTc.data)).toBe(true);
+    } finally {
+      writeBackend(dp(), 'tcp', old);
+      setBackends(dp(), { ...spec, backends: [replacement] }, [old]);
+      backends.delete(replacement.id);
+      dp().bumpFlowEpoch();
     }
   });
 });

@@ -177,6 +177,8 @@ export class BpfHarness {
     // frag6 exists once IPv6 fragment tracking is in the object.
     (this.dp.maps as unknown as Partial<Record<string, { clear(): number }>>).frag6?.clear();
     this.clearXdpCaches();
+    // Cached rewrites of the flows just forgotten (lib/flowcache.h), as the agent does.
+    this.dp.bumpFlowEpoch();
   }
 
   /** XDP's caches (lib/xdp.h), derived from flows and routes: a test that changes a route mocks clears them. */

@@ -1,7 +1,8 @@
 // Test fixtures that write Services into a loaded Dataplane the way the agent's
 // apply stage does (backends → slots → revnat → service entry, then deletions),
 // so test/bpf, test/netns and bench seed maps with one vocabulary: addService,
-// setBackends, removeService.
+// setBackends, removeService. Each ends as a sync does, with the flow epoch
+// bumped (cached rewrites of established flows are remade from the new maps).
 import { isIPv6 } from 'node:net';
 import {
   BE_STATE_ACTIVE,
@@ -75,6 +76,7 @@ export function addService(dp: Dataplane, s: ServiceSpec): ServiceSpec {
     dp.maps.revnat4.update(s.id, { addr: s.vip, port: s.port });
     dp.maps.services4.update(serviceKey(s), value);
   }
+  dp.bumpFlowEpoch();
   return s;
 }
 
@@ -93,6 +95,7 @@ export function setBackends(dp: Dataplane, s: ServiceSpec, backends: BackendSpec
   if (!current) throw new Error(`service ${s.vip}:${s.port} is not in the map`);
   services.update(serviceKey(s), { ...current, backendCount: backends.length });
   for (let slot = backends.length + 1; slot <= before; slot++) dp.maps.serviceSlots.delete({ serviceId: s.id, slot });
+  dp.bumpFlowEpoch();
   return next;
 }
 
@@ -101,6 +104,7 @@ export function removeService(dp: Dataplane, s: ServiceSpec): void {
   (v6 ? dp.maps.services6 : dp.maps.services4).delete(serviceKey(s));
   s.backends.forEach((_, i) => dp.maps.serviceSlots.delete({ serviceId: s.id, slot: i + 1 }));
   (v6 ? dp.maps.revnat6 : dp.maps.revnat4).delete(s.id);
+  dp.bumpFlowEpoch();
 }
 
 /** Sum of one metric reason over directions (or one direction). */

@@ -8,8 +8,9 @@
 // node, which has no route for them: only the dataplane makes them reachable.
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BE_STATE_QUARANTINED } from '../../src/bpf/abi.js';
+import { BE_STATE_QUARANTINED, FLOW_HOOK_TC_EGRESS, FLOW_HOOK_TC_INGRESS, flowCacheAddr } from '../../src/bpf/abi.js';
 import { Dataplane } from '../../src/bpf/dataplane.js';
+import { canonicalIp } from '../lib/packet.js';
 import { hostPort, topology, type Proc, type Topology } from '../lib/netns.js';
 import { addService, metric, setBackends, writeBackend, type ServiceSpec } from '../lib/services.js';
 
@@ -122,6 +123,35 @@ describe('tc dataplane with real traffic', () => {
       expect(r.bytes).toBe(4000);
       expect(r.from).toBe(hostPort(vip, 53));
     }
+  });
+
+  // The established fast path (bpf/lib/flowcache.h) on real packets. Client and
+  // backends send CHECKSUM_PARTIAL skbs (offload on); veths would hand them on
+  // unchecked, so the node's devices finish checksums in software (tx off) and the
+  // receivers verify them (rx off): a rewrite that got the pseudo-header sum wrong
+  // would have its segments dropped and the exchange stall.
+  it.each([4, 6] as const)('IPv%i TCP: one long connection is carried by the flow cache both ways, checksums verified', async (family) => {
+    const { lab } = topo;
+    await lab.ethtool(topo.nsNode, '-K', topo.uplink, 'tx', 'off');
+    await lab.ethtool(topo.nsClient, '-K', topo.client.dev, 'rx', 'off');
+    for (const b of topo.backends) {
+      await lab.ethtool(topo.nsNode, '-K', b.nodeDev, 'tx', 'off');
+      await lab.ethtool(b.ns, '-K', b.dev, 'rx', 'off');
+    }
+    const vip = family === 4 ? topo.vip4(15) : topo.vip6(15);
+    addService(dp, { id: 60 + family, vip, port: 80, proto: 'tcp', backends: backendsOf(family, TCP_PORT, 600 + family * 10) });
+    const res = await topo.lab.echoClient(topo.nsClient, 'tcp', hostPort(vip, 80), { count: 40, size: 3000, reuse: true, timeoutMs: 3000 });
+    expect(res.errors).toEqual([]);
+    expect(res.ok).toBe(40);
+    for (const r of res.replies) {
+      expect(r.bytes).toBe(3000);
+      expect(r.from).toBe(hostPort(vip, 80));
+    }
+    const slots = [];
+    for (const [, perCpu] of dp.maps.flowCache.entries()) for (const v of perCpu) if (v.hook !== 0 && v.family === family) slots.push(v);
+    const isVip = (words: number[]) => canonicalIp(flowCacheAddr(words, family)) === canonicalIp(vip);
+    expect(slots.some((v) => v.hook === FLOW_HOOK_TC_INGRESS && isVip(v.daddr))).toBe(true);
+    expect(slots.some((v) => v.hook === FLOW_HOOK_TC_EGRESS && isVip(v.addr))).toBe(true);
   });
 
   it('counts what it did in the metrics map', () => {

@@ -97,6 +97,7 @@ describe('struct layout follows C rules', () => {
       snat6_entry: 32, affinity4_key: 16, affinity6_key: 32, affinity_entry: 16,
       srange4_key: 12, srange6_key: 24, srange_entry: 4, node_config: 48, metrics_value: 16,
       lb_settings: 64, icmp_bucket: 16, xdp_nh_key: 24, xdp_nexthop: 48, xdp_flow: 88,
+      flow_epoch: 8, flow_cache_entry: 88, xdp_flow_slot: 128,
     };
     expect(codec.name).toBe(name);
     expect(codec.size).toBe(sizes[name]);
