@@ -8,10 +8,12 @@
 //
 // "established" runs one packet `repeat` times in the kernel (the kernel's mean). The kernel
 // reruns the program on the bytes the previous run left, so a packet DNATed to another address
-// would take the lookup-miss path from its second run on: every bench backend is its own
-// frontend (backend address:port = VIP:port), so each run does the full established work
-// (frontend, conntrack and backend lookups, rewrite, checksums) on an unchanged packet, and the
-// run's verdict and the service_dnat counter are checked to prove it;
+// would take the lookup-miss path from its second run on. The measured Service therefore has a
+// partner: A = VIP:80 whose backends are B:8080, and B = a frontend at B:8080 whose backends
+// are VIP:80. A packet C -> A becomes C -> B (address, port and both checksums rewritten),
+// the next run translates it back to C -> A through B's established flow, and so on: every run
+// does the whole established work on a real rewrite. Both flows are opened first (SYN), the
+// verdict, the service_dnat counter and the bytes after an even number of runs are checked;
 // "first packet" needs a new flow every run, so it makes `first` calls of one run
 // each with a fresh source port and averages the kernel-measured durations; the
 // floor is measured both ways so the two columns compare like with like.
@@ -55,22 +57,38 @@ function parseArgs(argv: string[]): Args {
 const vip = (i: number): string => `198.19.${(i >> 8) & 255}.${i & 255}`;
 const vipPort = (i: number): number => 80 + (i >> 16);
 const CLIENT = '198.18.0.2';
+/** The measured Service's partner frontend (outside the vip() range), see the top comment. */
+const PARTNER = '198.18.100.1';
+const PARTNER_PORT = 8080;
 
-function fill(dp: Dataplane, services: number, perService: number): void {
+/**
+ * `services` frontends (at least the pair): vip(0..services-2) with `perService` backends each,
+ * and the partner of Service `target` (see the top comment), the frontend
+ * PARTNER:PARTNER_PORT at index services-1, whose backends are
+ * vip(target):vipPort(target), while Service `target`'s backends are the partner. Every other
+ * Service's backends are on their own VIP:port (never reached by the bench's packets).
+ */
+function fill(dp: Dataplane, services: number, perService: number, target: number): void {
   const svc = [];
   const slots = [];
   const backends = [];
   const revnat = [];
+  const frontend = (i: number): { addr: string; port: number } =>
+    i === services - 1 ? { addr: PARTNER, port: PARTNER_PORT } : { addr: vip(i), port: vipPort(i) };
+  const backendOf = (i: number): { addr: string; port: number } =>
+    i === target ? frontend(services - 1) : i === services - 1 ? frontend(target) : frontend(i);
   for (let i = 0; i < services; i++) {
     const id = i + 1;
+    const fe = frontend(i);
+    const be = backendOf(i);
     svc.push([
-      { addr: vip(i), port: vipPort(i), proto: IPPROTO_TCP, scope: LB_SCOPE_EXTERNAL },
+      { addr: fe.addr, port: fe.port, proto: IPPROTO_TCP, scope: LB_SCOPE_EXTERNAL },
       { serviceId: id, backendCount: perService, revNatId: id, affinityTimeout: 0, flags: LB_F_REJECT_NO_ENDPOINTS, kind: LB_KIND_CLUSTER_IP, algorithm: 0 },
     ] as const);
-    revnat.push([id, { addr: vip(i), port: vipPort(i) }] as const);
+    revnat.push([id, { addr: fe.addr, port: fe.port }] as const);
     for (let s = 1; s <= perService; s++) {
       const backendId = i * perService + s;
-      backends.push([backendId, { addr: vip(i), nodeAddr: '0.0.0.0', port: vipPort(i), proto: IPPROTO_TCP, state: 0, flags: 0, zone: 0 }] as const);
+      backends.push([backendId, { addr: be.addr, nodeAddr: '0.0.0.0', port: be.port, proto: IPPROTO_TCP, state: 0, flags: 0, zone: 0 }] as const);
       slots.push([{ serviceId: id, slot: s }, { backendId }] as const);
     }
   }
@@ -83,6 +101,10 @@ function fill(dp: Dataplane, services: number, perService: number): void {
 
 function packet(i: number, sport: number, flags: { syn?: boolean; ack?: boolean }): Buffer {
   return ipv4Tcp({ src: CLIENT, dst: vip(i), sport, dport: vipPort(i), flags, seq: 1, ack: flags.ack ? 1 : 0, payload: '' });
+}
+
+function partnerPacket(sport: number, flags: { syn?: boolean; ack?: boolean }): Buffer {
+  return ipv4Tcp({ src: CLIENT, dst: PARTNER, sport, dport: PARTNER_PORT, flags, seq: 1, ack: flags.ack ? 1 : 0, payload: '' });
 }
 
 /** Packets counted as service_dnat (ingress), summed over CPUs. */
@@ -117,35 +139,44 @@ function measure(args: Args, services: number, floorFd: number): Row {
     mapSizes: { ct4: 262144, ct6: 1024, frag4: 1024, frag6: 1024, snat4: 1024, snat6: 1024, affinity4: 1024, affinity6: 1024 },
   });
   try {
-    fill(dp, services, args.backendsPerService);
+    const frontends = Math.max(services, 2);
+    const target = Math.floor((frontends - 1) / 2);
+    fill(dp, frontends, args.backendsPerService, target);
     const prog = dp.program('strait_tc_ingress').fd;
     const ctx = skbContext({ ifindex: 1 });
-    const target = Math.floor(services / 2);
-    // Established: create the flow with a SYN, then time its ACKs.
-    const syn = packet(target, 40000, { syn: true });
-    const first = progTestRun(prog, { data: syn, ctx });
-    if (first.retval !== 0) throw new Error(`SYN to service ${target} returned ${first.retval}, expected TC_ACT_OK`);
+    // Established: open both flows of the pair with a SYN each, then time ACKs that bounce
+    // between them (an even repeat count ends on the bytes it started from).
+    for (const syn of [packet(target, 40000, { syn: true }), partnerPacket(40000, { syn: true })]) {
+      const first = progTestRun(prog, { data: syn, ctx });
+      if (first.retval !== 0) throw new Error(`SYN of the measured pair returned ${first.retval}, expected TC_ACT_OK`);
+    }
     const ack = packet(target, 40000, { ack: true });
+    const once = progTestRun(prog, { data: ack, ctx });
+    if (!once.data.equals(partnerPacket(40000, { ack: true }))) {
+      throw new Error('an ACK to the measured Service did not come out as the same ACK to its partner: not the DNAT path');
+    }
+    const repeat = args.repeat + (args.repeat % 2);
     // Rounds alternate program and floor so frequency changes and neighbours hit both alike.
     const est: number[] = [];
     const flo: number[] = [];
     const dnatBefore = dnatCount(dp);
     for (let r = 0; r < args.rounds; r++) {
-      const run = progTestRun(prog, { data: ack, ctx, repeat: args.repeat });
+      const run = progTestRun(prog, { data: ack, ctx, repeat });
       if (run.retval !== 0) throw new Error(`established run ${r} ended with verdict ${run.retval}, not TC_ACT_OK: not the translated path`);
+      if (!run.data.equals(ack)) throw new Error(`established run ${r}: ${repeat} rewrites did not give the packet back (addresses, ports or checksums)`);
       est.push(run.durationNs);
-      flo.push(progTestRun(floorFd, { data: ack, ctx, repeat: args.repeat }).durationNs);
+      flo.push(progTestRun(floorFd, { data: ack, ctx, repeat }).durationNs);
     }
     const translated = dnatCount(dp) - dnatBefore;
-    if (translated !== args.rounds * args.repeat) {
-      throw new Error(`${translated} of ${args.rounds * args.repeat} established runs were translated: the bench measured another path`);
+    if (translated !== args.rounds * repeat) {
+      throw new Error(`${translated} of ${args.rounds * repeat} established runs were translated: the bench measured another path`);
     }
     const established = median(est);
     const floorRepeat = median(flo);
     // First packets: a new source port (and so a new flow) per run.
     const firstPacket = meanSingleRuns(prog, args.first, (n) => packet(target, 1024 + (n % 60000), { syn: true }), ctx);
     const floorSingle = meanSingleRuns(floorFd, args.first, (n) => packet(target, 1024 + (n % 60000), { syn: true }), ctx);
-    return { services, floorRepeat, established, floorSingle, firstPacket };
+    return { services: frontends, floorRepeat, established, floorSingle, firstPacket };
   } finally {
     dp.close();
     Dataplane.destroy(root);

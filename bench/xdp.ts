@@ -15,7 +15,11 @@
 // puts the frame back as it came, and every repeat is the same established
 // packet. The undo (one more adjust_head / adjust_room and a header write,
 // and the hook's map lookup) is inside the timed program: the numbers are
-// upper bounds of the production objects'. In tc the repeats also go without
+// upper bounds of the production objects'. The XDP undo is also timed on its
+// own (strait_xdp_bench.c: strait_xdp_undo = one encapsulation's adjust_head
+// plus the undo, strait_xdp_adjust_pair = the two adjust_head calls alone;
+// undo = (undo − empty) − (pair − empty) / 2), and "established − undo" is
+// the production path's estimate. In tc the repeats also go without
 // the ENCAP_L3 flag (the helper refuses to encapsulate an skb twice; it only
 // sets GSO metadata). The bench checks that every timed run encapsulated.
 //
@@ -40,6 +44,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   IPPROTO_TCP,
+  lbSettings,
   LB_F_DSR,
   LB_F_REJECT_NO_ENDPOINTS,
   LB_KIND_LOAD_BALANCER,
@@ -48,7 +53,7 @@ import {
   NODE_MODE_DSR,
   u32Codec,
 } from '../src/bpf/abi.js';
-import { Dataplane } from '../src/bpf/dataplane.js';
+import { DATAPLANE_MAP_NAMES, Dataplane } from '../src/bpf/dataplane.js';
 import { struct, u32 } from '../src/bpf/codec.js';
 import { packageRoot } from '../src/bpf/native.js';
 import { loadObject } from '../src/bpf/object.js';
@@ -176,6 +181,9 @@ interface Row {
   /** The least round of each (a shared machine's interference only adds). */
   emptyXdpBest: number;
   xdpEstablishedBest: number;
+  /** The bench's undo alone (see the top), median of rounds and from the best rounds. */
+  undo: number;
+  undoBest: number;
   emptyXdpSingle: number;
   xdpFirst: number;
   emptyTc: number;
@@ -197,12 +205,21 @@ function measure(args: Args, services: number, emptyXdp: number, emptyTc: number
   // The bench objects: production code plus the restore hook that keeps repeat mode on one packet;
   // --fib mock: the test objects, whose route lookup a map answers (what the lookup costs is the difference).
   const kind = args.fib === 'mock' ? 'test' : 'bench';
-  const dp = Dataplane.open({
-    bpfRoot: root,
-    objectPath: join(build, `strait_tc_${kind}.o`),
-    mapSizes: { ct4: 262144, ct6: 1024, frag4: 1024, frag6: 1024, snat4: 1024, snat6: 1024, affinity4: 1024, affinity6: 1024, dsr_revnat4: 1024, dsr_revnat6: 1024 },
-  });
+  let dp: Dataplane;
+  try {
+    dp = Dataplane.open({
+      bpfRoot: root,
+      objectPath: join(build, `strait_tc_${kind}.o`),
+      mapSizes: { ct4: 262144, ct6: 1024, frag4: 1024, frag6: 1024, snat4: 1024, snat6: 1024, affinity4: 1024, affinity6: 1024, dsr_revnat4: 1024, dsr_revnat6: 1024 },
+    });
+  } catch (e) {
+    // an object that does not fit the maps (e.g. a scratch build) must not leave pins behind
+    Dataplane.destroy(root);
+    rmSync(root, { recursive: true, force: true });
+    throw e;
+  }
   let xdp: XdpProgram | undefined;
+  let probes: ReturnType<typeof loadObject> | undefined;
   try {
     // inside the try: a load failure must not leave the bench's maps pinned
     xdp = XdpProgram.open({ dataplane: dp, objectPath: join(build, `strait_xdp_${kind}.o`) });
@@ -216,6 +233,18 @@ function measure(args: Args, services: number, emptyXdp: number, emptyTc: number
       fib.update(0, { ifindex: 1, ret: 0, smac: Buffer.alloc(6, 2), dmac: Buffer.alloc(6, 4), src: Buffer.alloc(16), dst: Buffer.alloc(16), lookups: 0 });
       fib.close();
     }
+    // The undo's own programs, from the bench object (they touch no map but dsr_test), adopting the same pins.
+    const sizes = dp.mapSizes();
+    probes = loadObject({
+      file: join(build, 'strait_xdp_bench.o'),
+      bpfRoot: root,
+      mapSizes: Object.fromEntries(DATAPLANE_MAP_NAMES.filter((n) => sizes[n] !== undefined).map((n) => [n, sizes[n] as number])),
+      rodata: { settings: lbSettings.encode(dp.settings) },
+      onIncompatiblePin: 'fail',
+    });
+    const undoFd = probes.programs.get('strait_xdp_undo');
+    const pairFd = probes.programs.get('strait_xdp_adjust_pair');
+    if (undoFd === undefined || pairFd === undefined) throw new Error('strait_xdp_bench.o lacks strait_xdp_undo / strait_xdp_adjust_pair');
     const tc = dp.program('strait_tc_ingress').fd;
     const skb = skbContext({ ifindex: 1 });
     // The established flow: opened by XDP, timed with ACKs.
@@ -227,7 +256,11 @@ function measure(args: Args, services: number, emptyXdp: number, emptyTc: number
     const tcCheck = progTestRun(tc, { data: ack, ctx: skb });
     if (tcCheck.retval !== TC_ACT_REDIRECT) throw new Error(`tc on the established ACK returned ${tcCheck.retval}, not TC_ACT_REDIRECT`);
 
-    const m = { emptyXdp: [] as number[], xdpEst: [] as number[], emptySingle: [] as number[], xdpFirst: [] as number[], emptyTc: [] as number[], tcEst: [] as number[] };
+    const m = { emptyXdp: [] as number[], xdpEst: [] as number[], undo: [] as number[], pair: [] as number[], emptySingle: [] as number[], xdpFirst: [] as number[], emptyTc: [] as number[], tcEst: [] as number[] };
+    for (const [name, fd] of [['strait_xdp_undo', undoFd], ['strait_xdp_adjust_pair', pairFd]] as const) {
+      const once = progTestRun(fd, { data: ack, repeat: 1000 });
+      if (once.retval !== XDP_TX || !Buffer.from(once.data).equals(ack)) throw new Error(`${name} did not give the frame back as it came (XDP_TX, same bytes)`);
+    }
     let flow = 0;
     const xdpBefore = counted(dp, 'xdp_dsr_encap');
     const tcBefore = counted(dp, 'dsr_encap');
@@ -235,6 +268,8 @@ function measure(args: Args, services: number, emptyXdp: number, emptyTc: number
     for (let r = 0; r < args.rounds; r++) {
       m.emptyXdp.push(progTestRun(emptyXdp, { data: ack, repeat: args.repeat }).durationNs);
       m.xdpEst.push(progTestRun(xdp.fd, { data: ack, repeat: args.repeat }).durationNs);
+      m.undo.push(progTestRun(undoFd, { data: ack, repeat: args.repeat }).durationNs);
+      m.pair.push(progTestRun(pairFd, { data: ack, repeat: args.repeat }).durationNs);
       m.emptyTc.push(progTestRun(emptyTc, { data: ack, ctx: skb, repeat: args.repeat }).durationNs);
       m.tcEst.push(progTestRun(tc, { data: ack, ctx: skb, repeat: args.repeat }).durationNs);
       // First packets: a new flow per run (client address and port unique across rounds).
@@ -255,12 +290,15 @@ function measure(args: Args, services: number, emptyXdp: number, emptyTc: number
       xdpEstablished: median(m.xdpEst),
       emptyXdpBest: Math.min(...m.emptyXdp),
       xdpEstablishedBest: Math.min(...m.xdpEst),
+      undo: median(m.undo) - median(m.emptyXdp) - (median(m.pair) - median(m.emptyXdp)) / 2,
+      undoBest: Math.min(...m.undo) - Math.min(...m.emptyXdp) - (Math.min(...m.pair) - Math.min(...m.emptyXdp)) / 2,
       emptyXdpSingle: median(m.emptySingle),
       xdpFirst: median(m.xdpFirst),
       emptyTc: median(m.emptyTc),
       tcEstablished: median(m.tcEst),
     };
   } finally {
+    probes?.close();
     xdp?.close();
     dp.close();
     Dataplane.destroy(root);
@@ -287,11 +325,12 @@ function inNetns(args: Args): void {
   const f = (x: number): string => x.toFixed(1);
   console.log(`\nstrait XDP NodePort DSR path, BPF_PROG_TEST_RUN, IPv4 TCP (54-byte frames), ${BACKENDS_PER_SERVICE} backends/Service, ${args.fib === 'real' ? 'real FIB lookup' : 'FIB lookup mocked (test objects)'}`);
   console.log(`established: median of ${args.rounds} rounds of repeat ${args.repeat}; first packet: median of ${args.rounds} rounds of the mean of ${args.runs} single runs\n`);
-  console.log('| Services | empty XDP | XDP established | − empty | best round: empty / established | empty XDP (single) | XDP first packet (single) | − empty | empty tc | tc established (DSR) | − empty |');
-  console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('"established" includes the bench\'s undo (restore hook); "undo" is that undo timed alone, "− undo" the established path without it.\n');
+  console.log('| Services | empty XDP | XDP established | − empty | best round: empty / established | undo (median / best) | established − undo (median / best) | empty XDP (single) | XDP first packet (single) | − empty | empty tc | tc established (DSR) | − empty |');
+  console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     console.log(
-      `| ${r.services} | ${f(r.emptyXdp)} | ${f(r.xdpEstablished)} | ${f(r.xdpEstablished - r.emptyXdp)} | ${f(r.emptyXdpBest)} / ${f(r.xdpEstablishedBest)} | ${f(r.emptyXdpSingle)} | ${f(r.xdpFirst)} | ${f(r.xdpFirst - r.emptyXdpSingle)} | ${f(r.emptyTc)} | ${f(r.tcEstablished)} | ${f(r.tcEstablished - r.emptyTc)} |`,
+      `| ${r.services} | ${f(r.emptyXdp)} | ${f(r.xdpEstablished)} | ${f(r.xdpEstablished - r.emptyXdp)} | ${f(r.emptyXdpBest)} / ${f(r.xdpEstablishedBest)} | ${f(r.undo)} / ${f(r.undoBest)} | ${f(r.xdpEstablished - r.undo)} / ${f(r.xdpEstablishedBest - r.undoBest)} | ${f(r.emptyXdpSingle)} | ${f(r.xdpFirst)} | ${f(r.xdpFirst - r.emptyXdpSingle)} | ${f(r.emptyTc)} | ${f(r.tcEstablished)} | ${f(r.tcEstablished - r.emptyTc)} |`,
     );
   }
   console.log(`\n${JSON.stringify({ bench: 'xdp', args: { ...args, inNetns: undefined }, rows })}`);
