@@ -194,6 +194,55 @@ static __always_inline void ct_entry_peer(struct ct_entry *peer, const struct ct
 	peer->created = e->created;
 }
 
+/* ------------------------------------------------ established-flow caches
+ * Shared by tc's lib/flowcache.h and XDP's lib/xdp.h: a cached flow stands
+ * for conntrack only while the packet brings nothing ct_touch() would record,
+ * and only under the flow epoch the agent bumps after every map change. */
+
+/* Does cached conntrack state (@ct_flags, @tcp_seen) cover a packet with TCP
+ * flags @tf, i.e. would ct_touch() record nothing new for it? */
+static __always_inline int ct_covers(__u16 ct_flags, __u8 tcp_seen, __u8 proto, __u8 tf)
+{
+	if (proto != IPPROTO_TCP)
+		return 1;
+	if (tf & (TCP_SYN | TCP_FIN | TCP_RST))
+		return 0;
+	if ((__u8)(tcp_seen | tf) != tcp_seen)
+		return 0;
+	return ct_tcp_flags(ct_flags, tf) == ct_flags;
+}
+
+/* flow_epoch's low 32 bits, read before any lookup of the packet's: only
+ * equality matters, and 2^32 bumps within a cached flow's second cannot
+ * happen. */
+static __always_inline __u32 flow_epoch_now(void)
+{
+	__u32 zero = 0;
+	struct flow_epoch *ep = bpf_map_lookup_elem(&flow_epoch, &zero);
+
+	return ep ? (__u32)ep->epoch : 0;
+}
+
+/* Slot of @p's flow in a direct-mapped cache of 2^@bits slots: the tuple's
+ * words folded, then mixed; @salt and @ifindex keep hooks and devices apart.
+ * A collision only costs a miss; the node's seed keeps it unpredictable. */
+static __always_inline __u32 flow_slot_hash(const struct pkt *p, __u32 salt, __u32 ifindex, int v6,
+					    int bits)
+{
+	__u32 s = p->saddr.w[0], d = p->daddr.w[0];
+	__u32 h = settings.hash_seed;
+
+	if (v6) {
+		s ^= p->saddr.w[1] ^ p->saddr.w[2] ^ p->saddr.w[3];
+		d ^= p->daddr.w[1] ^ p->daddr.w[2] ^ p->daddr.w[3];
+	}
+	h ^= s ^ ((d << 16) | (d >> 16));
+	h ^= ((__u32)p->sport << 16 | p->dport) * 0x85ebca6bU;
+	h ^= (salt << 8 | p->proto) ^ (ifindex << 12);
+	h *= 0x9e3779b1U;
+	return h >> (32 - bits);
+}
+
 /* ---------------------------------------------------------------- IPv4 */
 
 /* The live entry for @key, or NULL (absent or past its deadline). */

@@ -70,16 +70,6 @@
  * headers beyond it take the full path): a bound for the verifier. */
 #define FLOW_L4_OFF_MAX 255
 
-/* The epoch's low 32 bits: only equality matters, and 2^32 bumps within a
- * slot's one second of validity cannot happen. */
-static __always_inline __u32 flow_epoch_now(void)
-{
-	__u32 zero = 0;
-	struct flow_epoch *ep = bpf_map_lookup_elem(&flow_epoch, &zero);
-
-	return ep ? (__u32)ep->epoch : 0;
-}
-
 /* Can the fast path carry this packet at all? */
 static __always_inline int flow_cacheable(const struct pkt *p)
 {
@@ -90,19 +80,9 @@ static __always_inline int flow_cacheable(const struct pkt *p)
 	return p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP;
 }
 
-/* Slot index: the tuple's words folded, then mixed (a collision costs a
- * full-path packet, nothing else; the node's seed keeps it unpredictable). */
 static __always_inline __u32 flow_cache_index(const struct pkt *p, __u8 hook, __u32 ifindex)
 {
-	__u32 s = p->saddr.w[0] ^ p->saddr.w[1] ^ p->saddr.w[2] ^ p->saddr.w[3];
-	__u32 d = p->daddr.w[0] ^ p->daddr.w[1] ^ p->daddr.w[2] ^ p->daddr.w[3];
-	__u32 h = settings.hash_seed;
-
-	h ^= s ^ ((d << 16) | (d >> 16));
-	h ^= ((__u32)p->sport << 16 | p->dport) * 0x85ebca6bU;
-	h ^= ((__u32)hook << 8 | p->proto) ^ (ifindex << 12);
-	h *= 0x9e3779b1U;
-	return h >> (32 - FLOW_CACHE_BITS);
+	return flow_slot_hash(p, hook, ifindex, p->family == PKT_IPV6, FLOW_CACHE_BITS);
 }
 
 static __always_inline int flow_key_eq(const struct flow_cache_entry *f, const struct pkt *p,
@@ -114,18 +94,6 @@ static __always_inline int flow_key_eq(const struct flow_cache_entry *f, const s
 	       f->saddr[1] == p->saddr.w[1] && f->daddr[1] == p->daddr.w[1] &&
 	       f->saddr[2] == p->saddr.w[2] && f->daddr[2] == p->daddr.w[2] &&
 	       f->saddr[3] == p->saddr.w[3] && f->daddr[3] == p->daddr.w[3];
-}
-
-/* Would ct_touch() record nothing new for TCP flags @tf (see the top)? */
-static __always_inline int flow_covers(__u16 ct_flags, __u8 tcp_seen, __u8 proto, __u8 tf)
-{
-	if (proto != IPPROTO_TCP)
-		return 1;
-	if (tf & (TCP_SYN | TCP_FIN | TCP_RST))
-		return 0;
-	if ((__u8)(tcp_seen | tf) != tcp_seen)
-		return 0;
-	return ct_tcp_flags(ct_flags, tf) == ct_flags;
 }
 
 /*
@@ -221,7 +189,7 @@ static __always_inline int flow_cache_try(struct __sk_buff *skb, struct pkt *p, 
 	if (!f)
 		return 0;
 	if (!flow_key_eq(f, p, hook, skb->ifindex) || f->epoch != p->flow_epoch ||
-	    !flow_covers(f->ct_flags, f->tcp_seen, p->proto, p->tcp_flags) ||
+	    !ct_covers(f->ct_flags, f->tcp_seen, p->proto, p->tcp_flags) ||
 	    ct_now() >= f->valid_until)
 		return 0;
 	return flow_rewrite(skb, p, f, hook) == 0;

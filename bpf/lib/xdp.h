@@ -197,28 +197,6 @@ static __always_inline void xdp_bench_restore(struct xdp_md *ctx, const struct e
 #define XDP_NH_TTL_NS   NSEC_PER_SEC
 #define XDP_FLOW_TTL_NS NSEC_PER_SEC
 
-/* Does cached conntrack state (@ct_flags, @tcp_seen) cover a packet with
- * TCP flags @tf, i.e. would ct_touch() record nothing new for it? */
-static __always_inline int xdp_covers(__u16 ct_flags, __u8 tcp_seen, __u8 proto, __u8 tf)
-{
-	if (proto != IPPROTO_TCP)
-		return 1;
-	if (tf & (TCP_SYN | TCP_FIN | TCP_RST))
-		return 0;
-	if ((__u8)(tcp_seen | tf) != tcp_seen)
-		return 0;
-	return ct_tcp_flags(ct_flags, tf) == ct_flags;
-}
-
-/* flow_epoch's low 32 bits, read before any lookup of the packet's. */
-static __always_inline __u32 xdp_epoch_now(void)
-{
-	__u32 zero = 0;
-	struct flow_epoch *ep = bpf_map_lookup_elem(&flow_epoch, &zero);
-
-	return ep ? (__u32)ep->epoch : 0;
-}
-
 static __always_inline void xdp_flow_set_epoch(struct xdp_flow *f, __u32 epoch)
 {
 	f->epoch[0] = epoch;
@@ -233,26 +211,15 @@ static __always_inline int xdp_flow_valid(const struct xdp_md *ctx, const struct
 	__u32 epoch = f->epoch[0] | (__u32)f->epoch[1] << 8 | (__u32)f->epoch[2] << 16;
 
 	return epoch == (p->flow_epoch & 0xffffff) && f->iif == ctx->ingress_ifindex &&
-	       p->l3_len <= f->max_len && xdp_covers(f->ct_flags, f->tcp_seen, p->proto, p->tcp_flags) &&
+	       p->l3_len <= f->max_len && ct_covers(f->ct_flags, f->tcp_seen, p->proto, p->tcp_flags) &&
 	       now < f->valid_until;
 }
 
-/* Slot index: the tuple's words folded, then mixed (as lib/flowcache.h; a
- * collision costs a level-2 lookup, the node's seed keeps it unpredictable). */
+/* Slot index (lib/conntrack.h flow_slot_hash; a collision costs a level-2
+ * lookup). */
 static __always_inline __u32 xdp_slot_index(const struct pkt *p, __u32 iif, int v6)
 {
-	__u32 s = p->saddr.w[0], d = p->daddr.w[0];
-	__u32 h = settings.hash_seed;
-
-	if (v6) {
-		s ^= p->saddr.w[1] ^ p->saddr.w[2] ^ p->saddr.w[3];
-		d ^= p->daddr.w[1] ^ p->daddr.w[2] ^ p->daddr.w[3];
-	}
-	h ^= s ^ ((d << 16) | (d >> 16));
-	h ^= ((__u32)p->sport << 16 | p->dport) * 0x85ebca6bU;
-	h ^= p->proto ^ (iif << 12);
-	h *= 0x9e3779b1U;
-	return h >> (32 - XDP_FLOW_CACHE_BITS);
+	return flow_slot_hash(p, 0, iif, v6, XDP_FLOW_CACHE_BITS);
 }
 
 /*
@@ -319,7 +286,7 @@ static __always_inline const struct xdp_flow_slot *xdp_slot_get(const struct xdp
 			(s->saddr[3] ^ p->saddr.w[3]) | (s->daddr[1] ^ p->daddr.w[1]) |
 			(s->daddr[2] ^ p->daddr.w[2]) | (s->daddr[3] ^ p->daddr.w[3]);
 	if (diff || p->l3_len > s->max_len ||
-	    !xdp_covers(s->ct_flags, s->tcp_seen, p->proto, p->tcp_flags) ||
+	    !ct_covers(s->ct_flags, s->tcp_seen, p->proto, p->tcp_flags) ||
 	    bpf_jiffies64() >= s->valid_until)
 		return NULL;
 	return s;
@@ -665,7 +632,7 @@ static __always_inline int xdp4_ingress(struct xdp_md *ctx, struct pkt *p, int *
 	if (!xdp_candidate(p))
 		return REASON_PASS;
 	/* Before any lookup: what they find is valid under this epoch. */
-	p->flow_epoch = xdp_epoch_now();
+	p->flow_epoch = flow_epoch_now();
 
 	/* The established fast path: one slot read, the headers ready. */
 	s = xdp_slot_get(ctx, p, 0);
@@ -832,7 +799,7 @@ static __always_inline int xdp6_ingress(struct xdp_md *ctx, struct pkt *p, int *
 
 	if (!xdp_candidate(p))
 		return REASON_PASS;
-	p->flow_epoch = xdp_epoch_now();
+	p->flow_epoch = flow_epoch_now();
 
 	/* Extension headers: tc's, whatever the flow (a per-packet check). */
 	if (dsr6_plain(p)) {
