@@ -23,6 +23,7 @@ import {
   diff,
   heldBackends,
   patchMaps,
+  planInvalidatesFlows,
   readCurrent,
   releasePlan,
   type DesiredMaps,
@@ -327,6 +328,10 @@ export class Agent {
       plan = diff(previous, next, DIFF_OPTIONS);
       plan = { ...plan, after: patchMaps(state, previous, plan.after) };
     }
+    // Before the plan's bytes go: a full sync (start, periodic) counts any write; an
+    // incremental one asks what it changes for flows that exist (compile/flow-epoch.ts).
+    const { upserts, deletes, quarantined } = plan.total;
+    const invalidates = changed === undefined ? upserts + deletes + quarantined > 0 : planInvalidatesFlows(plan, state);
     const result = applyPlan(dp, plan);
     releasePlan(plan); // the written entries' bytes: megabytes after a full sync
     state = result.failures.length > 0 ? readCurrent(dp) : plan.after;
@@ -343,11 +348,10 @@ export class Agent {
       }
     }
     // After the writes: the datapath's cached rewrites of established flows
-    // (lib/flowcache.h) were made from the maps as they were. A packet that read
-    // the old epoch re-runs its full path; one that reads the new one already sees
-    // the new maps.
-    const { upserts, deletes, quarantined } = plan.total;
-    if (upserts + deletes + quarantined + flushed + collectedDeletes > 0) dp.bumpFlowEpoch();
+    // (lib/flowcache.h, lib/xdp.h) were made from the maps as they were. A packet
+    // that read the old epoch re-runs its full path; one that reads the new one
+    // already sees the new maps. Syncs that only add endpoints leave them valid.
+    if (invalidates || flushed + collectedDeletes > 0) dp.bumpFlowEpoch();
     this.#state = state;
     const model = this.#models.summary();
     this.#logModelErrors(model);

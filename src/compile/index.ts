@@ -25,3 +25,4 @@ export {
   valueHex,
 } from './entry-table.js';
 export type { KeyOf, MapCodecs, ValueOf } from './entry-table.js';
+export { planInvalidatesFlows } from './flow-epoch.js';
