@@ -66,6 +66,11 @@ describe('kind manifests (checked everywhere)', () => {
 
 const title = availability.ok ? 'Kubernetes semantics on kind (strait DaemonSet, kubeProxyMode none)' : `Kubernetes semantics on kind — SKIPPED: ${availability.reason}`;
 
+// Not a silent skip: issue 5 asks for these checks wherever docker and a kind
+// node image are available, and neither can be installed on the CI machines (no
+// registry is reachable). Without them the suite says so above, in its title
+// and in the run's summary (22 skipped), and the manifests are still checked by
+// the two tests before this block.
 describe.skipIf(!availability.ok)(title, () => {
   let cluster: KindCluster;
 
